@@ -1,0 +1,106 @@
+"""The cache: hit, miss, refetch, store. No WSGI, no urllib3: a storage and a fetcher."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from . import http
+from .config import Config
+from .fetch import Fetched, Fetcher
+from .record import CorruptRecord, Entry, decode, encode, strong_etag
+from .routing import ImageRequest
+from .storage import Storage
+
+log = logging.getLogger("fic_middleware")
+
+
+class ImageCache:
+    """Answers an :class:`ImageRequest` with an entry and its RFC 9211 Cache-Status."""
+
+    def __init__(self, config: Config, storage: Storage, fetcher: Fetcher,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.storage = storage
+        self.fetcher = fetcher
+        self.clock = clock
+        self.corrupt_records = 0
+
+    def respond(self, request: ImageRequest) -> http.Response:
+        """The image response for ``request``; raises RequestError for the error statuses."""
+        entry = self.lookup(request.key)
+        now = self.clock()
+        # Fast path: a fresh hit, no write, no logging.
+        if entry is not None and now < entry.expires_at:
+            return http.image_response(entry, http.HIT, now, self.config.client_max_age)
+        return self._fetch(request, entry, now)
+
+    def lookup(self, key: bytes) -> Entry | None:
+        """The stored entry, or None; a corrupt record is deleted, counted and missed."""
+        try:
+            return self.storage.get(key, decode)
+        except CorruptRecord as exc:
+            self.corrupt_records += 1
+            log.warning("dropping a corrupt cache record (%s)", exc)
+            self._delete(key)
+        except Exception:  # the storage failing must not fail the request: fetch instead
+            log.exception("cache read failed")
+        return None
+
+    def _fetch(self, request: ImageRequest, stale: Entry | None, now: float) -> http.Response:
+        validators = _validators(stale)
+        fetched = self.fetcher.fetch(request.url, request.headers, validators)
+        now = self.clock()
+        if fetched.status == 304 and stale is not None:
+            # Revalidated: same body, new freshness from the 304's headers.
+            log.debug("revalidated %s", request.url)
+            entry = self._entry(stale.body, stale.content_type, fetched, now, stale)
+        else:
+            entry = self._entry(fetched.body, fetched.content_type, fetched, now, None)
+        lifetime = http.freshness_lifetime(fetched.cache_control, fetched.expires, fetched.date,
+                                           self.config.default_ttl, now)
+        forwarded = "stale" if stale is not None else "miss"
+        if lifetime is None:
+            log.debug("not stored: origin forbids it (%s)", fetched.cache_control)
+            return http.image_response(entry, f"fic; fwd={forwarded}", now, 0, cacheable=False)
+        entry.expires_at = now + http.clamp(lifetime, self.config.min_ttl, self.config.max_ttl)
+        stored = self._store(request.key, entry)
+        status = f"fic; fwd={forwarded}; stored" if stored else f"fic; fwd={forwarded}"
+        return http.image_response(entry, status, now, self.config.client_max_age)
+
+    @staticmethod
+    def _entry(body: bytes, content_type: str, fetched: Fetched, now: float,
+               stale: Entry | None) -> Entry:
+        last_modified = fetched.last_modified or (stale.last_modified if stale else None)
+        origin_etag = fetched.etag or (stale.origin_etag if stale else None)
+        etag = stale.etag if stale is not None else strong_etag(body)
+        return Entry(body, content_type, etag, last_modified, origin_etag, now, now)
+
+    def _store(self, key: bytes, entry: Entry) -> bool:
+        try:
+            stored = self.storage.put(key, encode(entry))
+        except Exception:  # serve what we fetched even if the disk says no
+            log.exception("cache write failed")
+            return False
+        if not stored:
+            log.debug("not stored: larger than the cache budget")
+        return stored
+
+    def _delete(self, key: bytes) -> None:
+        try:
+            self.storage.delete(key)
+        except Exception:
+            log.exception("cache delete failed")
+
+
+def _validators(stale: Entry | None) -> dict[str, str] | None:
+    """Conditional headers to revalidate a stale entry with its origin (RFC 9111 §4.3.1)."""
+    if stale is None:
+        return None
+    validators = {}
+    if stale.origin_etag:
+        validators["If-None-Match"] = stale.origin_etag
+    if stale.last_modified:
+        validators["If-Modified-Since"] = stale.last_modified
+    return validators or None

@@ -1,0 +1,131 @@
+"""HTTP values and helpers: responses, headers, freshness. werkzeug's parsers stay in here
+(their API changes between 3.1 and 3.2); callers get plain values."""
+
+from __future__ import annotations
+
+import math
+from http import HTTPStatus
+
+from werkzeug.datastructures import ResponseCacheControl
+from werkzeug.http import parse_cache_control_header, parse_date, parse_etags
+
+from .errors import MethodNotAllowed, RequestError
+from .record import Entry
+
+Headers = list[tuple[str, str]]
+
+NOSNIFF = ("X-Content-Type-Options", "nosniff")
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")
+_NO_STORE = ("Cache-Control", "no-store")
+
+HIT = "fic; hit"
+MISS_STORED = "fic; fwd=miss; stored"
+MISS = "fic; fwd=miss"
+STALE_STORED = "fic; fwd=stale; stored"
+STALE = "fic; fwd=stale"
+
+
+def status_line(status: HTTPStatus) -> str:
+    return f"{status.value} {status.phrase}"
+
+
+OK = status_line(HTTPStatus.OK)
+NOT_MODIFIED = status_line(HTTPStatus.NOT_MODIFIED)
+
+
+class Response:
+    """What the WSGI adapter sends: a status line, headers, a body (and the entry served)."""
+
+    __slots__ = ("status", "headers", "body", "entry")
+
+    def __init__(self, status: str, headers: Headers, body: bytes, entry: Entry | None = None):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.entry = entry
+
+
+def error_response(exc: RequestError) -> Response:
+    """Short plain text in user terms; never cached by clients or proxies."""
+    body = f"{exc}\n".encode()
+    headers = [_TEXT, ("Content-Length", str(len(body))), _NO_STORE, NOSNIFF]
+    if isinstance(exc, MethodNotAllowed):
+        headers.append(("Allow", "GET, HEAD"))
+    return Response(status_line(exc.status), headers, body)
+
+
+def image_response(entry: Entry, cache_status: str, now: float, client_max_age: float,
+                   cacheable: bool = True) -> Response:
+    """Headers of an image answer (hit or miss): RFC 9211 Cache-Status, Age, our ETag."""
+    if cacheable:
+        max_age = max(0, min(int(entry.expires_at - now), int(client_max_age)))
+        cache_control = f"public, max-age={max_age}"
+    else:
+        cache_control = "no-store"
+    headers = [
+        ("Content-Type", entry.content_type),
+        ("Content-Length", str(len(entry.body))),
+        ("ETag", entry.etag),
+        ("Cache-Control", cache_control),
+        ("Age", str(max(0, int(now - entry.stored_at)))),
+        ("Cache-Status", cache_status),
+        NOSNIFF,
+    ]
+    if entry.last_modified:
+        headers.append(("Last-Modified", entry.last_modified))
+    return Response(OK, headers, entry.body, entry)
+
+
+def not_modified(response: Response) -> Response:
+    """The 304 for an image answer: same validators and caching headers, no body.
+    RFC 9110 §15.4.5: Content-Length of a 304 would describe the omitted body; drop it."""
+    headers = [h for h in response.headers if h[0] not in ("Content-Type", "Content-Length")]
+    return Response(NOT_MODIFIED, headers, b"")
+
+
+def is_not_modified(entry: Entry, if_none_match: str | None, if_modified_since: str | None) -> bool:
+    """RFC 9110 §13.1: If-None-Match wins over If-Modified-Since when both are sent."""
+    if if_none_match:
+        if if_none_match.strip() == entry.etag:  # the common case, without parsing
+            return True
+        # Weak comparison for If-None-Match (§13.1.2): W/"x" matches "x".
+        return parse_etags(if_none_match).contains_weak(entry.etag.strip('"'))
+    if if_modified_since and entry.last_modified:
+        since = parse_date(if_modified_since)
+        modified = parse_date(entry.last_modified)
+        return since is not None and modified is not None and modified <= since
+    return False
+
+
+def freshness_lifetime(cache_control: str | None, expires: str | None, date: str | None,
+                       default: float, now: float) -> float | None:
+    """Seconds the origin lets us keep a response (RFC 9111 §4.2.1); None if not storable.
+
+    Shared-cache rules: s-maxage over max-age over Expires; no-store and private forbid
+    storing; no-cache allows storing but every use must be revalidated (lifetime 0).
+    """
+    if cache_control:
+        cc = parse_cache_control_header(cache_control, cls=ResponseCacheControl)
+        if cc.no_store or cc.private:
+            return None
+        if cc.no_cache:
+            return 0.0
+        for value in (cc.s_maxage, cc.max_age):
+            if value is not None and value >= 0:
+                return float(value)
+    if expires is not None:
+        expires_at = parse_date(expires)
+        if expires_at is None:  # an invalid Expires means "already expired" (§5.3)
+            return 0.0
+        # Expires is relative to the origin's clock (its Date), not ours.
+        origin_now = parse_date(date) if date else None
+        base = origin_now.timestamp() if origin_now else now
+        return max(0.0, expires_at.timestamp() - base)
+    return default
+
+
+def clamp(lifetime: float, low: float, high: float) -> float:
+    """Operator bounds on origin freshness; a no-cache lifetime (0) stays 0."""
+    if lifetime == 0.0:
+        return 0.0
+    return float(min(max(lifetime, low), high)) if math.isfinite(lifetime) else high

@@ -1,0 +1,95 @@
+"""The WSGI boundary: pass-through outside the prefix, environ -> ImageRequest -> response.
+
+Usage::
+
+    from fic_middleware import FastImageCache
+    app.wsgi_app = FastImageCache(app.wsgi_app, cache_dir="/var/cache/fic",
+                                  origins={"cdn": "https://images.example.com/media"})
+
+Requests whose PATH_INFO is outside the prefix go to the wrapped app untouched: same
+environ, same start_response, the app's iterable returned as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from . import http
+from .config import Config
+from .core import ImageCache
+from .errors import MethodNotAllowed, NotFound, RequestError
+from .fetch import Fetcher
+from .routing import Router
+from .storage import open_storage
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+log = logging.getLogger("fic_middleware")
+
+_METHOD_NOT_ALLOWED = http.error_response(MethodNotAllowed("method not allowed"))
+_NOT_FOUND = http.error_response(NotFound("not found"))
+_INTERNAL = http.Response(http.status_line(HTTPStatus.INTERNAL_SERVER_ERROR),
+                          [("Content-Type", "text/plain; charset=utf-8"),
+                           ("Content-Length", "15"), ("Cache-Control", "no-store"), http.NOSNIFF],
+                          b"internal error\n")
+
+
+class FastImageCache:
+    """WSGI middleware serving images under ``prefix`` from a local cache.
+
+    :param app: the WSGI application to wrap.
+    :param options: keyword options, see the README's configuration reference; merged
+        with ``FIC_*`` environment variables and ``config_file``. Wrong values raise
+        :class:`~fic_middleware.ConfigError` here, not on the first request.
+    """
+
+    def __init__(self, app: WSGIApplication, **options: Any) -> None:
+        self.app = app
+        self.config = Config.load(**options)
+        self.storage = open_storage(self.config)
+        self.fetcher = Fetcher(self.config)
+        self.cache = ImageCache(self.config, self.storage, self.fetcher)
+        self.router = Router(self.config)
+        self._prefix = self.config.prefix
+        self._prefix_len = len(self._prefix)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        # Fast path: everything outside the prefix ("/_ficx" is outside "/_fic").
+        if not path.startswith(self._prefix) or path[self._prefix_len:self._prefix_len + 1] not in ("/", ""):
+            return self.app(environ, start_response)
+        response = self._respond(environ, path[self._prefix_len:])
+        start_response(response.status, response.headers)
+        if environ["REQUEST_METHOD"] == "HEAD":
+            return []
+        return [response.body]
+
+    def _respond(self, environ: WSGIEnvironment, path: str) -> http.Response:
+        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+            return _METHOD_NOT_ALLOWED
+        if len(path) <= 1:
+            return _NOT_FOUND
+        try:
+            request = self.router.route(path, environ.get("QUERY_STRING", ""),
+                                        environ.get("RAW_URI") or environ.get("REQUEST_URI"))
+            response = self.cache.respond(request)
+        except RequestError as exc:
+            log.debug("%s: %s", exc.status.value, exc)
+            return http.error_response(exc)
+        except Exception:
+            log.exception("unexpected error serving an image")
+            return _INTERNAL
+        inm = environ.get("HTTP_IF_NONE_MATCH")
+        ims = environ.get("HTTP_IF_MODIFIED_SINCE")
+        if (inm or ims) and response.entry and http.is_not_modified(response.entry, inm, ims):
+            return http.not_modified(response)
+        return response
+
+    def close(self) -> None:
+        """Release the storage and the connection pools."""
+        self.storage.close()
+        self.fetcher.close()

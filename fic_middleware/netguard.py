@@ -1,0 +1,134 @@
+"""The address policy, enforced where urllib3 opens sockets.
+
+A host name is resolved once; every address it resolves to must be allowed, and the socket
+is connected to one of those checked addresses, so a second (rebinding) lookup never
+happens. SNI, certificate checks and the Host header still use the name: only the
+connect target changes. urllib3's seam for this is the pool's ``ConnectionCls``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import create_connection
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Sequence[str]]
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+# IPv4-compatible IPv6 (::a.b.c.d, deprecated by RFC 4291) embeds a v4 address too.
+_V4_COMPAT = ipaddress.ip_network("::/96")
+
+
+class ForbiddenAddress(Exception):
+    """The target resolved to an address the policy refuses; no packet was sent to it.
+
+    Deliberately not an OSError or urllib3 error: urllib3 must not retry it.
+    """
+
+
+def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]  # the client address
+    if ip in _NAT64 or ip in _V4_COMPAT:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def is_public(ip: IPAddress) -> bool:
+    """True only for globally routable unicast addresses.
+
+    ``is_global`` alone is not enough: it is True for multicast and for some reserved
+    ranges, and says nothing of the v4 address inside mapped/NAT64/6to4/Teredo forms.
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return False
+        inner = _embedded_v4(ip)
+        if inner is not None and not is_public(inner):
+            return False
+        if ip.is_site_local:
+            return False
+    elif ip in _CGNAT:
+        return False
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_loopback
+                                 or ip.is_link_local or ip.is_unspecified or ip.is_private)
+
+
+class AddressPolicy:
+    """Public addresses, plus the networks an operator exempts (``allowed_networks``)."""
+
+    def __init__(self, allowed_networks: Iterable[Network] = ()) -> None:
+        self.allowed_networks = tuple(allowed_networks)
+
+    def allows(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:a.b.c.d is a.b.c.d on the wire
+        return any(ip in net for net in self.allowed_networks) or is_public(ip)
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Every address ``getaddrinfo`` gives for a TCP connection to host:port."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+class _GuardedMixin:
+    """``_new_conn`` that resolves once, checks, and connects to a checked address."""
+
+    policy: AddressPolicy
+    resolver: Resolver
+    # Set by urllib3's HTTPConnection.
+    _dns_host: str
+    host: str
+    port: int
+    timeout: Any
+    source_address: Any
+    socket_options: Any
+
+    def _new_conn(self) -> socket.socket:
+        host = self._dns_host.strip("[]")
+        try:
+            addresses = self.resolver(host, self.port)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        refused = [a for a in addresses if not self.policy.allows(a)]
+        if refused or not addresses:
+            raise ForbiddenAddress(host)
+        last: OSError | None = None
+        for address in addresses:
+            try:
+                return create_connection((address, self.port), self.timeout,
+                                         source_address=self.source_address,
+                                         socket_options=self.socket_options)
+            except TimeoutError as exc:
+                raise ConnectTimeoutError(self, f"Connection to {self.host} timed out.") from exc
+            except OSError as exc:
+                last = exc
+        raise NewConnectionError(self, f"Failed to establish a new connection: {last}")  # type: ignore[arg-type]
+
+
+def guarded_pool_classes(policy: AddressPolicy, resolver: Resolver = system_resolver,
+                         ) -> dict[str, type[HTTPConnectionPool]]:
+    """Pool classes for ``PoolManager.pool_classes_by_scheme`` that enforce ``policy``."""
+    attrs = {"policy": policy, "resolver": staticmethod(resolver)}
+    http_conn = type("GuardedHTTPConnection", (_GuardedMixin, HTTPConnection), attrs)
+    https_conn = type("GuardedHTTPSConnection", (_GuardedMixin, HTTPSConnection), attrs)
+    return {
+        "http": type("GuardedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+        "https": type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,),
+                      {"ConnectionCls": https_conn}),
+    }

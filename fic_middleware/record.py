@@ -1,0 +1,89 @@
+"""The stored record: a versioned, self-checking header, a little metadata, the body.
+
+Layout (little-endian)::
+
+    b"FIC" | version u8 | flags u8 | stored_at f64 | expires_at f64 | body digest u64 (xxh3)
+    | body length u32 | meta length u16 | header crc32 u32 | meta | body
+
+``meta`` is ``content_type NUL etag NUL last_modified NUL origin_etag`` (latin-1). The body
+digest also names the strong ETag we send. Anything that does not check out raises
+:class:`CorruptRecord`; an unknown version raises :class:`UnknownRecord`. Both are misses.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+from xxhash import xxh3_64_intdigest
+
+MAGIC = b"FIC"
+VERSION = 1
+_HEADER = struct.Struct("<3sBBddQIHI")
+_CRC_AT = _HEADER.size - 4
+_SEP = b"\0"
+
+
+class CorruptRecord(Exception):
+    """Stored bytes that fail their checks; the entry must be deleted and refetched."""
+
+
+class UnknownRecord(CorruptRecord):
+    """A record written by another format version: a miss, replaced on the next store."""
+
+
+class Entry:
+    """One cached image, decoded from a record."""
+
+    __slots__ = ("body", "content_type", "etag", "last_modified", "origin_etag",
+                 "stored_at", "expires_at")
+
+    def __init__(self, body: bytes, content_type: str, etag: str, last_modified: str | None,
+                 origin_etag: str | None, stored_at: float, expires_at: float) -> None:
+        self.body = body
+        self.content_type = content_type
+        self.etag = etag
+        self.last_modified = last_modified
+        self.origin_etag = origin_etag
+        self.stored_at = stored_at
+        self.expires_at = expires_at
+
+
+def strong_etag(body: bytes) -> str:
+    """Our ETag: a digest of the bytes we serve (origin ETags are kept only to revalidate)."""
+    return f'"{xxh3_64_intdigest(body):016x}"'
+
+
+def encode(entry: Entry) -> bytes:
+    meta = _SEP.join((entry.content_type.encode("latin-1"), entry.etag.encode("latin-1"),
+                      (entry.last_modified or "").encode("latin-1"),
+                      (entry.origin_etag or "").encode("latin-1")))
+    header = _HEADER.pack(MAGIC, VERSION, 0, entry.stored_at, entry.expires_at,
+                          xxh3_64_intdigest(entry.body), len(entry.body), len(meta), 0)
+    crc = zlib.crc32(meta, zlib.crc32(memoryview(header)[:_CRC_AT]))
+    return b"".join((header[:_CRC_AT], crc.to_bytes(4, "little"), meta, entry.body))
+
+
+def decode(buf: bytes | memoryview) -> Entry:
+    """Check and decode a record; the body is copied out, so ``buf`` may be a transient view."""
+    if len(buf) < _HEADER.size:
+        raise CorruptRecord("short record")
+    magic, version, _flags, stored_at, expires_at, digest, body_len, meta_len, crc = \
+        _HEADER.unpack_from(buf)
+    if magic != MAGIC:
+        raise CorruptRecord("bad magic")
+    if version != VERSION:
+        raise UnknownRecord(f"record version {version}")
+    body_at = _HEADER.size + meta_len
+    if len(buf) != body_at + body_len:
+        raise CorruptRecord("length mismatch")
+    view = memoryview(buf)
+    meta = view[_HEADER.size:body_at]
+    if zlib.crc32(meta, zlib.crc32(view[:_CRC_AT])) != crc:
+        raise CorruptRecord("header checksum mismatch")
+    body = view[body_at:]
+    if xxh3_64_intdigest(body) != digest:
+        raise CorruptRecord("body digest mismatch")
+    content_type, etag, last_modified, origin_etag = bytes(meta).decode("latin-1").split("\0")
+    return Entry(bytes(body), content_type, etag, last_modified or None, origin_etag or None,
+                 stored_at, expires_at)

@@ -1,0 +1,98 @@
+"""From a path under the prefix to an :class:`ImageRequest` (target URL + cache key). Pure.
+
+``/o/{origin}/{path}`` names ``{origins[origin]}/{path}``. The path arrives decoded (WSGI
+PATH_INFO); traversal (``..``, ``.``), backslashes, NUL and control characters are refused,
+and so are encoded slashes, seen in the raw request URI where the server provides one
+(gunicorn's RAW_URI, REQUEST_URI elsewhere), and double-encoded dots/slashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+
+from .config import Config
+from .errors import BadRequest, NotFound
+from .urls import normalize_query, quote_wsgi_path
+
+KEY_BYTES = 16
+# Routes are pure functions of their input: remember the last few thousand (hot images
+# repeat), so a hit does not re-validate and re-hash its path. Cleared when full.
+_MEMO_SIZE = 4096
+_BAD_CHARS = re.compile(r"[\\\x00-\x1f\x7f]")
+_ENCODED_SEP = re.compile(r"%(2f|5c|00)", re.I)
+_DOUBLE_ENCODED = re.compile(r"%(2e|2f|5c|00)", re.I)
+
+
+class ImageRequest:
+    """What to fetch and where to keep it."""
+
+    __slots__ = ("url", "key", "headers")
+
+    def __init__(self, url: str, key: bytes, headers: Mapping[str, str]) -> None:
+        self.url = url
+        self.key = key
+        self.headers = headers
+
+
+def cache_key(url: str, header_identity: bytes = b"") -> bytes:
+    """Fixed-length key: user input never becomes an LMDB key or a file name directly."""
+    h = hashlib.blake2b(url.encode("utf-8"), digest_size=KEY_BYTES, person=b"fic-key-v1")
+    h.update(b"\n" + header_identity)
+    return h.digest()
+
+
+def _header_identity(headers: Mapping[str, str]) -> bytes:
+    """A digest of an origin's request headers: entries fetched with other credentials
+    (or none) never answer for these, and the secret itself is not in the key material."""
+    if not headers:
+        return b""
+    text = "\n".join(f"{k.lower()}:{v}" for k, v in sorted(headers.items()))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+class Router:
+    def __init__(self, config: Config) -> None:
+        self.forward_query = config.forward_query
+        self.origins = {
+            name: (base, config.origin_headers.get(name, {}),
+                   _header_identity(config.origin_headers.get(name, {})))
+            for name, base in config.origins.items()
+        }
+        self._memo: dict[tuple[str, str], ImageRequest] = {}
+
+    def route(self, path: str, query: str = "", raw_uri: str | None = None) -> ImageRequest:
+        """``path`` is PATH_INFO after the prefix, ``query`` the raw QUERY_STRING."""
+        if raw_uri and "%" in raw_uri and _ENCODED_SEP.search(raw_uri.partition("?")[0]):
+            raise BadRequest("encoded slashes, backslashes and NUL are not allowed in the path")
+        memo_key = (path, query if self.forward_query else "")
+        # Fast path: a recently seen path.
+        found = self._memo.get(memo_key)
+        if found is not None:
+            return found
+        found = self._route(path, memo_key[1])
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()
+        self._memo[memo_key] = found
+        return found
+
+    def _route(self, path: str, query: str) -> ImageRequest:
+        mode, _, rest = path[1:].partition("/")
+        if mode != "o":
+            raise NotFound("not found")
+        name, sep, image_path = rest.partition("/")
+        origin = self.origins.get(name)
+        if origin is None:
+            raise NotFound("unknown origin")
+        if not sep or not image_path:
+            raise BadRequest("missing image path")
+        if _BAD_CHARS.search(image_path) or _DOUBLE_ENCODED.search(image_path):
+            raise BadRequest("invalid characters in the image path")
+        if any(segment in (".", "..") for segment in image_path.split("/")):
+            raise BadRequest("path traversal is not allowed")
+        base, headers, identity = origin
+        url = f"{base}/{quote_wsgi_path(image_path)}"
+        if query:
+            url = f"{url}?{normalize_query(query)}"
+        return ImageRequest(url, cache_key(url, identity), headers)

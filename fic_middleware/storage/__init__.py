@@ -1,0 +1,46 @@
+"""The storage interface: a bounded map of fixed-length keys to record bytes.
+
+Backends know nothing of HTTP or records: ``get`` hands the stored bytes to a ``decode``
+callable while they are valid (for LMDB, a zero-copy view inside a read-only transaction)
+and returns its result. ``put`` evicts to stay within ``max_bytes``/``max_entries``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+T = TypeVar("T")
+
+
+class Storage(Protocol):
+    def get(self, key: bytes, decode: Callable[[memoryview | bytes], T]) -> T | None:
+        """``decode(stored bytes)``, or None when the key is absent."""
+
+    def put(self, key: bytes, value: bytes) -> bool:
+        """Store ``value``, evicting older entries as needed; False if it could not be stored."""
+
+    def delete(self, key: bytes) -> bool:
+        """Remove ``key``; True if it was there."""
+
+    def clear(self) -> int:
+        """Remove everything; the number of entries removed."""
+
+    def stats(self) -> dict[str, int]:
+        """``{"entries": n, "bytes": n, "evictions": n}`` as this backend counts them."""
+
+    def close(self) -> None:
+        """Release files and handles (the store may be used again: it reopens lazily)."""
+
+
+def open_storage(config: Config) -> Storage:
+    """The backend the config names."""
+    if config.backend == "memory":
+        from .memory_store import MemoryStore
+        return MemoryStore(max_bytes=config.max_bytes, max_entries=config.max_entries)
+    from .lmdb_store import LMDBStore
+    assert config.cache_dir is not None  # Config.load requires it for lmdb
+    return LMDBStore(config.cache_dir, max_bytes=config.max_bytes, max_entries=config.max_entries)

@@ -1,0 +1,66 @@
+"""URL canonicalisation: one spelling per resource, so one cache key per resource.
+
+Scheme and host are lower-cased, the default port is dropped and percent-encoding is
+normalised (RFC 3986 §6.2.2): escapes of unreserved characters are decoded, other escapes
+get upper-case hex, reserved characters keep their escaped or literal form, and anything
+else is encoded once as UTF-8.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, urlsplit
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# RFC 3986 pchar without the unreserved set (quote() never encodes unreserved characters).
+PATH_SAFE = "/!$&'()*+,;=:@"
+_QUERY_SAFE = PATH_SAFE + "?"
+_ESCAPE = re.compile(r"(%[0-9A-Fa-f]{2})")
+
+
+def _normalize(text: str, safe: str) -> str:
+    out = []
+    for i, token in enumerate(_ESCAPE.split(text)):
+        if i % 2:  # an escape
+            char = chr(int(token[1:], 16))
+            out.append(char if char in _UNRESERVED else token.upper())
+        elif token:
+            out.append(quote(token, safe=safe))
+    return "".join(out)
+
+
+def canonical_url(url: str) -> str:
+    """Return the canonical form of an absolute http(s) URL.
+
+    Raises ValueError for anything that is not an absolute http(s) URL with a host,
+    or that carries userinfo or backslashes (``user@host`` tricks are never targets).
+    """
+    if "\\" in url or any(ord(c) < 0x21 for c in url):
+        raise ValueError("URL contains backslashes, spaces or control characters")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError("not an http(s) URL")
+    if "@" in parts.netloc:
+        raise ValueError("URL may not contain userinfo")
+    host = parts.hostname  # lower-cased by urlsplit
+    if not host:
+        raise ValueError("URL has no host")
+    port = parts.port  # raises ValueError for a bad port
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        netloc = f"{netloc}:{port}"
+    path = _normalize(parts.path, PATH_SAFE) or "/"
+    query = f"?{_normalize(parts.query, _QUERY_SAFE)}" if parts.query else ""
+    return f"{scheme}://{netloc}{path}{query}"
+
+
+def quote_wsgi_path(path: str) -> str:
+    """Encode a decoded WSGI path (latin-1 str of raw bytes) in canonical form."""
+    return quote(path.encode("latin-1"), safe=PATH_SAFE)
+
+
+def normalize_query(query: str) -> str:
+    """Canonical form of a raw (still encoded) query string."""
+    return _normalize(query, _QUERY_SAFE)

@@ -1,0 +1,181 @@
+"""Shared fixtures: a real HTTP origin on 127.0.0.1 whose path picks its behaviour, and
+middleware factories over real LMDB directories."""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import webtest
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from fic_middleware import FastImageCache
+
+from .images import gif, jpeg, png
+
+# The origin's per-request access log is noise in test output.
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+LAST_MODIFIED = "Wed, 21 Oct 2026 07:28:00 GMT"
+
+
+class Origin:
+    """A threaded werkzeug server; ``hits[path]`` counts requests, ``seen`` keeps them."""
+
+    def __init__(self) -> None:
+        self.hits: collections.Counter[str] = collections.Counter()
+        self.seen: list[Request] = []
+        self.lock = threading.Lock()
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.port = self.server.server_port
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.hits.clear()
+            self.seen.clear()
+
+    @Request.application  # type: ignore[arg-type]
+    def app(self, request: Request) -> Response:
+        with self.lock:
+            self.hits[request.path] += 1
+            self.seen.append(request)
+        kind, _, rest = request.path[1:].partition("/")
+        handler = getattr(self, f"do_{kind.replace('-', '_')}", None)
+        if handler is None:
+            return Response("no such behaviour", status=404)
+        response: Response = handler(request, rest)
+        return response
+
+    # --- behaviours, one per first path segment ---
+
+    def do_img(self, request: Request, rest: str) -> Response:
+        """A PNG named by the path; Cache-Control from ?cc=, conditional GET honoured."""
+        body = png(rest)
+        response = Response(body, content_type="image/png")
+        response.headers["Last-Modified"] = LAST_MODIFIED
+        response.headers["Cache-Control"] = request.args.get("cc", "max-age=3600")
+        if "expires" in request.args:
+            response.headers["Expires"] = request.args["expires"]
+        response.set_etag(f"origin-{len(body)}")
+        return response.make_conditional(request)
+
+    def do_jpeg(self, request: Request, rest: str) -> Response:
+        return Response(jpeg(), content_type="image/jpeg")
+
+    def do_gif_as_png(self, request: Request, rest: str) -> Response:
+        return Response(gif(), content_type="image/png")
+
+    def do_html(self, request: Request, rest: str) -> Response:
+        return Response("<html>not an image</html>", content_type="text/html")
+
+    def do_html_as_png(self, request: Request, rest: str) -> Response:
+        return Response("<html>not an image</html>", content_type="image/png")
+
+    def do_status(self, request: Request, rest: str) -> Response:
+        return Response("origin error body: secret-detail", status=int(rest.split("/")[0]))
+
+    def do_big(self, request: Request, rest: str) -> Response:
+        return Response(png("big") + b"\0" * int(rest), content_type="image/png")
+
+    def do_chunked(self, request: Request, rest: str) -> Response:
+        """No Content-Length: werkzeug sends it chunked."""
+        size = int(rest)
+
+        def body() -> Iterator[bytes]:
+            yield png("chunked")
+            for _ in range(size // 65536 + 1):
+                yield b"\0" * 65536
+        return Response(body(), content_type="image/png", direct_passthrough=True)
+
+    def do_gzip(self, request: Request, rest: str) -> Response:
+        response = Response(gzip.compress(png(rest)), content_type="image/png")
+        response.headers["Content-Encoding"] = "gzip"
+        return response
+
+    def do_brotli(self, request: Request, rest: str) -> Response:
+        response = Response(png(rest), content_type="image/png")
+        response.headers["Content-Encoding"] = "br"
+        return response
+
+    def do_slow(self, request: Request, rest: str) -> Response:
+        time.sleep(float(rest.split("/")[0]))
+        return Response(png(rest), content_type="image/png")
+
+    def do_drip(self, request: Request, rest: str) -> Response:
+        """Sends a byte every 0.2 s, forever-ish: only total_timeout stops it."""
+        def body() -> Iterator[bytes]:
+            yield png("drip")
+            for _ in range(100):
+                time.sleep(0.2)
+                yield b"\0"
+        return Response(body(), content_type="image/png", direct_passthrough=True)
+
+    def do_redirect(self, request: Request, rest: str) -> Response:
+        """/redirect/N/name: N more hops, then the image /img/name."""
+        hops, _, name = rest.partition("/")
+        target = f"/img/{name}" if int(hops) <= 1 else f"/redirect/{int(hops) - 1}/{name}"
+        return Response(status=302, headers={"Location": target})
+
+    def do_goto(self, request: Request, rest: str) -> Response:
+        return Response(status=302, headers={"Location": request.args["to"]})
+
+    def do_private(self, request: Request, rest: str) -> Response:
+        response = Response(png(rest), content_type="image/png")
+        response.headers["Cache-Control"] = "private, max-age=60"
+        response.headers["Set-Cookie"] = "session=secret"
+        return response
+
+
+@pytest.fixture(scope="session")
+def origin_server() -> Iterator[Origin]:
+    origin = Origin()
+    yield origin
+    origin.server.shutdown()
+    origin.server.server_close()
+
+
+@pytest.fixture
+def origin(origin_server: Origin) -> Origin:
+    origin_server.reset()
+    return origin_server
+
+
+def downstream(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """The wrapped app: answers everything with 'app'."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"app"]
+
+
+@pytest.fixture
+def make_mw(tmp_path: Any, origin: Origin) -> Iterator[Callable[..., FastImageCache]]:
+    """Build middlewares over a per-test LMDB directory and the test origin."""
+    made: list[FastImageCache] = []
+
+    def make(app: Any = downstream, **options: Any) -> FastImageCache:
+        options.setdefault("cache_dir", str(tmp_path / "cache"))
+        options.setdefault("origins", {"t": origin.base})
+        options.setdefault("allowed_networks", ["127.0.0.1/32"])
+        options.setdefault("connect_timeout", "2s")
+        options.setdefault("retries", 0)
+        mw = FastImageCache(app, **options)
+        made.append(mw)
+        return mw
+
+    yield make
+    for mw in made:
+        mw.close()
+
+
+@pytest.fixture
+def client(make_mw: Callable[..., FastImageCache]) -> webtest.TestApp:
+    return webtest.TestApp(make_mw())
