@@ -9,7 +9,7 @@ from collections.abc import Callable
 from . import http
 from .config import Config
 from .fetch import Fetched, Fetcher
-from .record import CorruptRecord, Entry, decode, encode, strong_etag
+from .record import CorruptRecord, Entry, UnknownRecord, decode, encode, strong_etag
 from .routing import ImageRequest
 from .storage import Storage
 
@@ -40,6 +40,8 @@ class ImageCache:
         """The stored entry, or None; a corrupt record is deleted, counted and missed."""
         try:
             return self.storage.get(key, decode)
+        except UnknownRecord:  # another release's format: a miss, replaced on store
+            pass
         except CorruptRecord as exc:
             self.corrupt_records += 1
             log.warning("dropping a corrupt cache record (%s)", exc)

@@ -1,0 +1,167 @@
+"""The storage interface, written once and run over every backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import pytest
+
+from fic_middleware.storage import Storage
+from fic_middleware.storage.lmdb_store import LMDBStore
+from fic_middleware.storage.memory_store import MemoryStore
+
+KEY = b"k" * 16
+
+
+def key(i: int) -> bytes:
+    return i.to_bytes(16, "big")
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Storage]]:
+    made: list[Storage] = []
+
+    def make(max_bytes: int = 1 << 20, max_entries: int | None = None) -> Storage:
+        store: Storage
+        if request.param == "memory":
+            store = MemoryStore(max_bytes=max_bytes, max_entries=max_entries)
+        else:
+            store = LMDBStore(str(tmp_path), max_bytes=max_bytes, max_entries=max_entries)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+def test_get_missing_is_none(make_store: Callable[..., Storage]) -> None:
+    assert make_store().get(KEY, bytes) is None
+
+
+def test_put_get_delete(make_store: Callable[..., Storage]) -> None:
+    store = make_store()
+    assert store.put(KEY, b"value")
+    assert store.get(KEY, bytes) == b"value"
+    assert store.delete(KEY) is True
+    assert store.get(KEY, bytes) is None
+    assert store.delete(KEY) is False
+
+
+def test_overwrite_counts_once(make_store: Callable[..., Storage]) -> None:
+    store = make_store()
+    store.put(KEY, b"a" * 10)
+    store.put(KEY, b"b" * 20)
+    assert store.get(KEY, bytes) == b"b" * 20
+    assert store.stats() == {"entries": 1, "bytes": 20, "evictions": 0}
+
+
+def test_decode_sees_the_stored_bytes(make_store: Callable[..., Storage]) -> None:
+    store = make_store()
+    store.put(KEY, b"abc")
+    assert store.get(KEY, lambda buf: bytes(buf)[::-1]) == b"cba"
+
+
+def test_byte_budget_evicts_oldest_first(make_store: Callable[..., Storage]) -> None:
+    store = make_store(max_bytes=1000)
+    for i in range(25):
+        store.put(key(i), bytes(100))
+    stats = store.stats()
+    assert stats["bytes"] <= 1000 and stats["entries"] == 10
+    assert stats["evictions"] == 15
+    assert store.get(key(0), bytes) is None
+    assert store.get(key(24), bytes) is not None
+
+
+def test_entry_budget(make_store: Callable[..., Storage]) -> None:
+    store = make_store(max_entries=3)
+    for i in range(5):
+        store.put(key(i), b"x")
+    assert store.stats()["entries"] == 3
+    assert [store.get(key(i), bytes) is not None for i in range(5)] == [False, False, True, True, True]
+
+
+def test_value_larger_than_the_budget_is_refused(make_store: Callable[..., Storage]) -> None:
+    store = make_store(max_bytes=100)
+    assert store.put(KEY, bytes(101)) is False
+    assert store.get(KEY, bytes) is None
+
+
+def test_clear(make_store: Callable[..., Storage]) -> None:
+    store = make_store()
+    for i in range(4):
+        store.put(key(i), b"x")
+    assert store.clear() == 4
+    assert store.stats()["entries"] == 0 and store.get(key(1), bytes) is None
+    store.put(KEY, b"again")
+    assert store.stats()["entries"] == 1
+
+
+def test_lmdb_is_shared_by_two_stores_in_one_process(tmp_path: Path) -> None:
+    a = LMDBStore(str(tmp_path), max_bytes=1 << 20)
+    b = LMDBStore(str(tmp_path), max_bytes=1 << 20)
+    a.put(KEY, b"shared")
+    assert b.get(KEY, bytes) == b"shared"
+    a.close()
+    assert b.get(KEY, bytes) == b"shared"  # reopens lazily
+    b.close()
+
+
+def test_lmdb_persists_after_close(tmp_path: Path) -> None:
+    store = LMDBStore(str(tmp_path), max_bytes=1 << 20)
+    store.put(KEY, b"kept")
+    store.close()
+    assert LMDBStore(str(tmp_path), max_bytes=1 << 20).get(KEY, bytes) == b"kept"
+
+
+def test_lmdb_data_file_stays_within_the_map(tmp_path: Path) -> None:
+    """Churn several times the budget through the store: the file never outgrows the map."""
+    store = LMDBStore(str(tmp_path), max_bytes=1 << 20)
+    for i in range(400):
+        assert store.put(key(i), os.urandom(10_000 + i))
+    assert store.stats()["bytes"] <= 1 << 20
+    assert os.path.getsize(tmp_path / "data.mdb") <= store.map_size
+    store.close()
+
+
+def test_lmdb_map_full_evicts_instead_of_failing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LMDBStore(str(tmp_path), max_bytes=1 << 20)
+    for i in range(5):
+        store.put(key(i), bytes(1000))
+    real_insert = store._insert
+    calls = []
+
+    def full_once(*args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise lmdb.MapFullError("simulated")
+        real_insert(*args)
+
+    monkeypatch.setattr(store, "_insert", full_once)
+    assert store.put(KEY, b"fits after eviction")
+    assert store.get(KEY, bytes) == b"fits after eviction"
+    store.close()
+
+
+def test_lmdb_survives_fork(tmp_path: Path) -> None:
+    """A store used before fork() (gunicorn --preload) works in the child."""
+    store = LMDBStore(str(tmp_path), max_bytes=1 << 20)
+    store.put(KEY, b"parent")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            ok = store.get(KEY, bytes) == b"parent" and store.put(key(2), b"child")
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
+    os.close(write)
+    assert store.get(key(2), bytes) == b"child"
+    store.close()
