@@ -13,13 +13,14 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
 import certifi
 import urllib3
 from urllib3.exceptions import (
-    DecodeError, HTTPError, LocationParseError, MaxRetryError, NameResolutionError,
+    DecodeError, HTTPError, InsecureRequestWarning, LocationParseError, MaxRetryError, NameResolutionError,
     NewConnectionError, ProtocolError, SSLError,
 )
 from urllib3.response import BaseHTTPResponse
@@ -101,6 +102,10 @@ class Fetcher:
             backoff_factor=0.1, backoff_jitter=0.1, respect_retry_after_header=False,
             raise_on_redirect=False, raise_on_status=False,
         )
+        if not config.verify_tls:
+            # An explicit operator choice: say it once here, not per request.
+            log.warning("verify_tls is off: origin certificates are not checked")
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
         self._pool: urllib3.PoolManager | None = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -117,10 +122,12 @@ class Fetcher:
 
     def _new_manager(self) -> urllib3.PoolManager:
         cfg = self.config
-        tls = ({"cert_reqs": "CERT_REQUIRED", "ca_certs": cfg.ca_bundle or certifi.where()}
-               if cfg.verify_tls else {"cert_reqs": "CERT_NONE"})
-        manager = urllib3.PoolManager(num_pools=64, maxsize=8, block=False, **tls)
-        manager.pool_classes_by_scheme = self._pool_classes  # type: ignore[assignment]
+        manager = urllib3.PoolManager(
+            num_pools=64, maxsize=8, block=False,
+            cert_reqs="CERT_REQUIRED" if cfg.verify_tls else "CERT_NONE",
+            ca_certs=(cfg.ca_bundle or certifi.where()) if cfg.verify_tls else None)
+        # urllib3's documented seam: per-instance pool classes (here, with our ConnectionCls).
+        manager.pool_classes_by_scheme = self._pool_classes
         return manager
 
     def fetch(self, url: str, headers: Mapping[str, str] | None = None,

@@ -83,7 +83,7 @@ class AddressPolicy:
 def system_resolver(host: str, port: int) -> list[str]:
     """Every address ``getaddrinfo`` gives for a TCP connection to host:port."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 class _GuardedMixin:

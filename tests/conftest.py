@@ -6,12 +6,14 @@ from __future__ import annotations
 import collections
 import gzip
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import trustme
 import webtest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
@@ -29,13 +31,14 @@ LAST_MODIFIED = "Wed, 21 Oct 2026 07:28:00 GMT"
 class Origin:
     """A threaded werkzeug server; ``hits[path]`` counts requests, ``seen`` keeps them."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.hits: collections.Counter[str] = collections.Counter()
         self.seen: list[Request] = []
         self.lock = threading.Lock()
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True, ssl_context=ssl_context)
         self.port = self.server.server_port
-        self.base = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if ssl_context else "http"
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -142,6 +145,28 @@ def origin_server() -> Iterator[Origin]:
     yield origin
     origin.server.shutdown()
     origin.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def tls_origin_server(tls_ca: trustme.CA) -> Iterator[Origin]:
+    """The same origin over HTTPS, with a certificate for 127.0.0.1 from a test CA."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    origin = Origin(context)
+    yield origin
+    origin.server.shutdown()
+    origin.server.server_close()
+
+
+@pytest.fixture
+def tls_origin(tls_origin_server: Origin) -> Origin:
+    tls_origin_server.reset()
+    return tls_origin_server
 
 
 @pytest.fixture

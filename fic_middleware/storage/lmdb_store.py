@@ -131,7 +131,7 @@ class LMDBStore:
         with txn.cursor(db=h.order) as cursor:
             while (size > target or (self.max_entries is not None and count > self.max_entries)) \
                     and cursor.first():
-                key = cursor.value()
+                key = bytes(cursor.value())
                 cursor.delete()
                 freed = self._drop(h, txn, key)
                 size -= freed
