@@ -54,6 +54,19 @@ def error_response(exc: RequestError) -> Response:
     return Response(status_line(exc.status), headers, body)
 
 
+def hit_response(entry: Entry, now: float, client_max_age: float) -> Response:
+    """A hit's response, built once per entry per second (only Age and max-age change).
+
+    Shared between requests: the WSGI adapter hands start_response a copy of the headers.
+    """
+    second = int(now)
+    cached = entry.hit
+    if cached is None or cached[0] != second:
+        cached = entry.hit = (second, image_response(entry, HIT, now, client_max_age))
+    response: Response = cached[1]
+    return response
+
+
 def image_response(entry: Entry, cache_status: str, now: float, client_max_age: float,
                    cacheable: bool = True) -> Response:
     """Headers of an image answer (hit or miss): RFC 9211 Cache-Status, Age, our ETag."""

@@ -56,25 +56,28 @@ class FastImageCache:
         self.router = Router(self.config)
         self._prefix = self.config.prefix
         self._prefix_len = len(self._prefix)
+        self._forward_query = self.config.forward_query
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         # Fast path: everything outside the prefix ("/_ficx" is outside "/_fic").
         if not path.startswith(self._prefix) or path[self._prefix_len:self._prefix_len + 1] not in ("/", ""):
             return self.app(environ, start_response)
-        response = self._respond(environ, path[self._prefix_len:])
-        start_response(response.status, response.headers)
-        if environ["REQUEST_METHOD"] == "HEAD":
-            return []
-        return [response.body]
+        method = environ["REQUEST_METHOD"]
+        response = self._respond(environ, method, path[self._prefix_len:])
+        # A copy: responses are shared (prebuilt errors, a hit's per-second response) and
+        # start_response wrappers may append to the list they get.
+        start_response(response.status, list(response.headers))
+        return [] if method == "HEAD" else [response.body]
 
-    def _respond(self, environ: WSGIEnvironment, path: str) -> http.Response:
-        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+    def _respond(self, environ: WSGIEnvironment, method: str, path: str) -> http.Response:
+        if method != "GET" and method != "HEAD":
             return _METHOD_NOT_ALLOWED
         if len(path) <= 1:
             return _NOT_FOUND
         try:
-            request = self.router.route(path, environ.get("QUERY_STRING", ""),
+            query = environ.get("QUERY_STRING", "") if self._forward_query else ""
+            request = self.router.route(path, query,
                                         environ.get("RAW_URI") or environ.get("REQUEST_URI"))
             response = self.cache.respond(request)
         except RequestError as exc:

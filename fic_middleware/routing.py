@@ -54,24 +54,24 @@ def _header_identity(headers: Mapping[str, str]) -> bytes:
 
 class Router:
     def __init__(self, config: Config) -> None:
-        self.forward_query = config.forward_query
         self.origins = {
             name: (base, config.origin_headers.get(name, {}),
                    _header_identity(config.origin_headers.get(name, {})))
             for name, base in config.origins.items()
         }
-        self._memo: dict[tuple[str, str], ImageRequest] = {}
+        self._memo: dict[str | tuple[str, str], ImageRequest] = {}
 
     def route(self, path: str, query: str = "", raw_uri: str | None = None) -> ImageRequest:
-        """``path`` is PATH_INFO after the prefix, ``query`` the raw QUERY_STRING."""
+        """``path`` is PATH_INFO after the prefix; ``query`` the raw QUERY_STRING to
+        forward ('' unless forward_query); ``raw_uri`` the undecoded request URI if known."""
         if raw_uri and "%" in raw_uri and _ENCODED_SEP.search(raw_uri.partition("?")[0]):
             raise BadRequest("encoded slashes, backslashes and NUL are not allowed in the path")
-        memo_key = (path, query if self.forward_query else "")
+        memo_key: str | tuple[str, str] = (path, query) if query else path
         # Fast path: a recently seen path.
         found = self._memo.get(memo_key)
         if found is not None:
             return found
-        found = self._route(path, memo_key[1])
+        found = self._route(path, query)
         if len(self._memo) >= _MEMO_SIZE:
             self._memo.clear()
         self._memo[memo_key] = found

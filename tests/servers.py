@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import signal
 import socket
@@ -15,6 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# gunicorn >= 25.1 opens a control socket at one path per user, shared by every instance.
+_GUNICORN = tuple(int(p) for p in importlib.metadata.version("gunicorn").split(".")[:2])
+NO_CONTROL_SOCKET = ["--no-control-socket"] if _GUNICORN >= (25, 1) else []
+# Loopback only: never let an http_proxy from the environment see these requests.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def free_port() -> int:
@@ -23,12 +29,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def get(url: str, headers: dict[str, str] | None = None, timeout: float = 10
-        ) -> tuple[int, dict[str, str], bytes]:
-    """GET without raising on error statuses; (status, headers, body)."""
-    request = urllib.request.Request(url, headers=headers or {})
+def get(url: str, headers: dict[str, str] | None = None, method: str = "GET",
+        timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) without raising on error statuses."""
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _opener.open(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         with exc:
@@ -54,7 +60,7 @@ def gunicorn(app: str, env: dict[str, str], args: Sequence[str] = ()) -> Iterato
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-         *args, app],
+         *NO_CONTROL_SOCKET, *args, app],
         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -19,7 +19,8 @@ def entry() -> Entry:
 def test_round_trip() -> None:
     original = entry()
     decoded = record.decode(record.encode(original))
-    for name in Entry.__slots__:
+    for name in ("body", "content_type", "etag", "last_modified", "origin_etag", "stored_at",
+                 "expires_at"):
         assert getattr(decoded, name) == getattr(original, name)
 
 
@@ -60,3 +61,41 @@ def test_unknown_version() -> None:
     data[3] = record.VERSION + 1
     with pytest.raises(UnknownRecord):
         record.decode(bytes(data))
+
+
+K = b"k" * 16
+
+
+def test_reader_reuses_an_unchanged_record() -> None:
+    reader = record.Reader(1 << 20)
+    data = record.encode(entry())
+    first = reader.decode(K, memoryview(data))
+    assert reader.decode(K, memoryview(bytes(data))) is first
+
+
+@pytest.mark.parametrize("where", [-1, 5, 45], ids=["body", "header", "meta"])
+def test_reader_still_checks_a_remembered_record(where: int) -> None:
+    reader = record.Reader(1 << 20)
+    data = record.encode(entry())
+    reader.decode(K, data)
+    damaged = bytearray(data)
+    damaged[where] ^= 1
+    with pytest.raises(CorruptRecord):
+        reader.decode(K, bytes(damaged))
+
+
+def test_reader_decodes_a_rewritten_record_afresh() -> None:
+    reader = record.Reader(1 << 20)
+    e = entry()
+    first = reader.decode(K, record.encode(e))
+    e.expires_at += 60
+    second = reader.decode(K, record.encode(e))
+    assert second is not first and second.expires_at == first.expires_at + 60
+
+
+def test_reader_memo_is_bounded() -> None:
+    reader = record.Reader(len(png("rec")) * 2)
+    for i in range(5):
+        reader.decode(bytes([i]) * 16, record.encode(entry()))
+    assert reader._bytes <= reader.max_bytes
+    assert len(reader._memo) <= 2

@@ -17,6 +17,10 @@ from fic_middleware.storage.memory_store import MemoryStore
 KEY = b"k" * 16
 
 
+def raw(key: bytes, value: Any) -> bytes:
+    return bytes(value)
+
+
 def key(i: int) -> bytes:
     return i.to_bytes(16, "big")
 
@@ -40,15 +44,15 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
 
 
 def test_get_missing_is_none(make_store: Callable[..., Storage]) -> None:
-    assert make_store().get(KEY, bytes) is None
+    assert make_store().get(KEY, raw) is None
 
 
 def test_put_get_delete(make_store: Callable[..., Storage]) -> None:
     store = make_store()
     assert store.put(KEY, b"value")
-    assert store.get(KEY, bytes) == b"value"
+    assert store.get(KEY, raw) == b"value"
     assert store.delete(KEY) is True
-    assert store.get(KEY, bytes) is None
+    assert store.get(KEY, raw) is None
     assert store.delete(KEY) is False
 
 
@@ -56,14 +60,14 @@ def test_overwrite_counts_once(make_store: Callable[..., Storage]) -> None:
     store = make_store()
     store.put(KEY, b"a" * 10)
     store.put(KEY, b"b" * 20)
-    assert store.get(KEY, bytes) == b"b" * 20
+    assert store.get(KEY, raw) == b"b" * 20
     assert store.stats() == {"entries": 1, "bytes": 20, "evictions": 0}
 
 
 def test_decode_sees_the_stored_bytes(make_store: Callable[..., Storage]) -> None:
     store = make_store()
     store.put(KEY, b"abc")
-    assert store.get(KEY, lambda buf: bytes(buf)[::-1]) == b"cba"
+    assert store.get(KEY, lambda k, buf: k + bytes(buf)[::-1]) == KEY + b"cba"
 
 
 def test_byte_budget_evicts_oldest_first(make_store: Callable[..., Storage]) -> None:
@@ -73,8 +77,8 @@ def test_byte_budget_evicts_oldest_first(make_store: Callable[..., Storage]) -> 
     stats = store.stats()
     assert stats["bytes"] <= 1000 and stats["entries"] == 10
     assert stats["evictions"] == 15
-    assert store.get(key(0), bytes) is None
-    assert store.get(key(24), bytes) is not None
+    assert store.get(key(0), raw) is None
+    assert store.get(key(24), raw) is not None
 
 
 def test_entry_budget(make_store: Callable[..., Storage]) -> None:
@@ -82,13 +86,13 @@ def test_entry_budget(make_store: Callable[..., Storage]) -> None:
     for i in range(5):
         store.put(key(i), b"x")
     assert store.stats()["entries"] == 3
-    assert [store.get(key(i), bytes) is not None for i in range(5)] == [False, False, True, True, True]
+    assert [store.get(key(i), raw) is not None for i in range(5)] == [False, False, True, True, True]
 
 
 def test_value_larger_than_the_budget_is_refused(make_store: Callable[..., Storage]) -> None:
     store = make_store(max_bytes=100)
     assert store.put(KEY, bytes(101)) is False
-    assert store.get(KEY, bytes) is None
+    assert store.get(KEY, raw) is None
 
 
 def test_clear(make_store: Callable[..., Storage]) -> None:
@@ -96,7 +100,7 @@ def test_clear(make_store: Callable[..., Storage]) -> None:
     for i in range(4):
         store.put(key(i), b"x")
     assert store.clear() == 4
-    assert store.stats()["entries"] == 0 and store.get(key(1), bytes) is None
+    assert store.stats()["entries"] == 0 and store.get(key(1), raw) is None
     store.put(KEY, b"again")
     assert store.stats()["entries"] == 1
 
@@ -105,9 +109,9 @@ def test_lmdb_is_shared_by_two_stores_in_one_process(tmp_path: Path) -> None:
     a = LMDBStore(str(tmp_path), max_bytes=1 << 20)
     b = LMDBStore(str(tmp_path), max_bytes=1 << 20)
     a.put(KEY, b"shared")
-    assert b.get(KEY, bytes) == b"shared"
+    assert b.get(KEY, raw) == b"shared"
     a.close()
-    assert b.get(KEY, bytes) == b"shared"  # reopens lazily
+    assert b.get(KEY, raw) == b"shared"  # reopens lazily
     b.close()
 
 
@@ -115,7 +119,7 @@ def test_lmdb_persists_after_close(tmp_path: Path) -> None:
     store = LMDBStore(str(tmp_path), max_bytes=1 << 20)
     store.put(KEY, b"kept")
     store.close()
-    assert LMDBStore(str(tmp_path), max_bytes=1 << 20).get(KEY, bytes) == b"kept"
+    assert LMDBStore(str(tmp_path), max_bytes=1 << 20).get(KEY, raw) == b"kept"
 
 
 def test_lmdb_data_file_stays_within_the_map(tmp_path: Path) -> None:
@@ -143,7 +147,7 @@ def test_lmdb_map_full_evicts_instead_of_failing(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(store, "_insert", full_once)
     assert store.put(KEY, b"fits after eviction")
-    assert store.get(KEY, bytes) == b"fits after eviction"
+    assert store.get(KEY, raw) == b"fits after eviction"
     store.close()
 
 
@@ -155,7 +159,7 @@ def test_lmdb_survives_fork(tmp_path: Path) -> None:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         try:
-            ok = store.get(KEY, bytes) == b"parent" and store.put(key(2), b"child")
+            ok = store.get(KEY, raw) == b"parent" and store.put(key(2), b"child")
             os.write(write, b"1" if ok else b"0")
         finally:
             os._exit(0)
@@ -163,5 +167,5 @@ def test_lmdb_survives_fork(tmp_path: Path) -> None:
     assert os.read(read, 1) == b"1"
     os.close(read)
     os.close(write)
-    assert store.get(key(2), bytes) == b"child"
+    assert store.get(key(2), raw) == b"child"
     store.close()

@@ -1,8 +1,8 @@
 """The storage interface: a bounded map of fixed-length keys to record bytes.
 
-Backends know nothing of HTTP or records: ``get`` hands the stored bytes to a ``decode``
-callable while they are valid (for LMDB, a zero-copy view inside a read-only transaction)
-and returns its result. ``put`` evicts to stay within ``max_bytes``/``max_entries``.
+Backends know nothing of HTTP or records: ``get`` hands the key and the stored bytes to a
+``decode`` callable while they are valid (for LMDB, a zero-copy view inside a read-only
+transaction) and returns its result. ``put`` evicts to stay within ``max_bytes``/``max_entries``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ T = TypeVar("T")
 
 
 class Storage(Protocol):
-    def get(self, key: bytes, decode: Callable[[memoryview | bytes], T]) -> T | None:
-        """``decode(stored bytes)``, or None when the key is absent."""
+    def get(self, key: bytes, decode: Callable[[bytes, memoryview | bytes], T]) -> T | None:
+        """``decode(key, stored bytes)``, or None when the key is absent."""
 
     def put(self, key: bytes, value: bytes) -> bool:
         """Store ``value``, evicting older entries as needed; False if it could not be stored."""

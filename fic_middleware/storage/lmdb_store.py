@@ -89,12 +89,15 @@ class LMDBStore:
             self._handle = handle
             return handle
 
-    def get(self, key: bytes, decode: Callable[[memoryview | bytes], T]) -> T | None:
+    def get(self, key: bytes, decode: Callable[[bytes, memoryview | bytes], T]) -> T | None:
         # Fast path: one read-only transaction, one get, decode from the mapped pages.
         h = self._handle or self._open()
-        with h.env.begin(db=h.records, buffers=True) as txn:
+        txn = h.env.begin(db=h.records, buffers=True)
+        try:  # try/finally rather than `with`: measurably cheaper on this path
             value = txn.get(key)
-            return None if value is None else decode(value)
+            return None if value is None else decode(key, value)
+        finally:
+            txn.abort()
 
     def put(self, key: bytes, value: bytes) -> bool:
         if len(value) > self.max_bytes:

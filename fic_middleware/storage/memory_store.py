@@ -21,10 +21,10 @@ class MemoryStore:
         self._evictions = 0
         self._lock = threading.Lock()
 
-    def get(self, key: bytes, decode: Callable[[memoryview | bytes], T]) -> T | None:
+    def get(self, key: bytes, decode: Callable[[bytes, memoryview | bytes], T]) -> T | None:
         # Fast path: a dict lookup is atomic under the GIL, no lock needed.
         value = self._data.get(key)
-        return None if value is None else decode(value)
+        return None if value is None else decode(key, value)
 
     def put(self, key: bytes, value: bytes) -> bool:
         if len(value) > self.max_bytes:
