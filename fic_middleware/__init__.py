@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .errors import ConfigError
 from .middleware import FastImageCache
+from .signing import sign_url
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "FastImageCache", "__version__"]
+__all__ = ["ConfigError", "FastImageCache", "__version__", "sign_url"]

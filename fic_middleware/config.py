@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .imagetypes import DEFAULT_TYPES, KNOWN_TYPES, canonical_type
-from .urls import canonical_url
+from .urls import canonical_url, host_to_ascii
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -140,6 +140,54 @@ def _networks(name: str, value: Any) -> tuple[Network, ...]:
         raise ConfigError(f"{name}: {exc}") from None
 
 
+def _float(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise _bad(name, "a number", value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _bad(name, "a number", value) from None
+    if not number >= 0 or number == float("inf"):
+        raise _bad(name, "a number >= 0", value)
+    return number
+
+
+def _positive(name: str, value: Any) -> int:
+    count = _count(name, value)
+    if count < 1:
+        raise _bad(name, "a whole number >= 1", value)
+    return count
+
+
+def _hosts(name: str, value: Any) -> tuple[str, ...]:
+    """Exact host names or ``*.suffix`` patterns, lower-case ASCII (IDNA)."""
+    hosts = []
+    for word in _words(name, value):
+        wildcard = word.startswith("*.")
+        host = word[2:] if wildcard else word
+        try:
+            ascii_host = host_to_ascii(host.strip("[]"))
+        except ValueError:
+            raise ConfigError(f"{name}: {word!r} is not a host name or *.suffix pattern") from None
+        if not ascii_host or "*" in ascii_host:
+            raise ConfigError(f"{name}: {word!r} is not a host name or *.suffix pattern")
+        hosts.append(f"*.{ascii_host}" if wildcard else ascii_host)
+    return tuple(hosts)
+
+
+def _secret_str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _bad(name, "a string", "***")
+    return value
+
+
+def _secret_words(name: str, value: Any) -> tuple[str, ...]:
+    try:
+        return _words(name, value)
+    except ConfigError:
+        raise _bad(name, "a list of strings", "***") from None
+
+
 def _choice(*choices: str) -> Callable[[str, Any], str]:
     def parse_choice(name: str, value: Any) -> str:
         if value not in choices:
@@ -245,6 +293,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("min_ttl", _duration, 60.0, "Lower clamp of origin freshness."),
     Option("max_ttl", _duration, 30 * 86400.0, "Upper clamp of origin freshness."),
     Option("client_max_age", _duration, 86400.0, "Cap of Cache-Control max-age sent to clients."),
+    # Remote mode ({prefix}/r/{sig}/{b64url}) is off until a key is configured.
+    Option("signing_key", _optional(_secret_str), None, "HMAC key that signs and verifies remote URLs.",
+           secret=True),
+    Option("signing_keys", _secret_words, (),
+           "More keys that verify (rotation); without signing_key the first one signs.",
+           secret=True),
+    Option("signing_key_file", _optional(_str), None,
+           "File with signing keys, one per line, added after signing_key(s)."),
+    Option("allowed_hosts", _hosts, (),
+           "Remote URL hosts allowed: exact names or *.example.com (empty: any public host)."),
+    # Off by default: a page of new images is a burst of misses from one client.
+    Option("miss_rate", _optional(_float), None, "Misses per second per client address."),
+    Option("miss_burst", _positive, 20, "Misses a client may make at once (token bucket size)."),
+    Option("max_inflight_fetches", _positive, 64, "Origin fetches at once per process; more get 503."),
+    Option("trusted_proxies", _networks, (),
+           "Proxies whose X-Forwarded-For names the client (REMOTE_ADDR otherwise)."),
     Option("config_file", _optional(_str), None, "TOML or INI file with a [fic] section."),
 )
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
@@ -277,6 +341,14 @@ class Config:
     min_ttl: float
     max_ttl: float
     client_max_age: float
+    signing_key: str | None
+    signing_keys: tuple[str, ...]
+    signing_key_file: str | None
+    allowed_hosts: tuple[str, ...]
+    miss_rate: float | None
+    miss_burst: int
+    max_inflight_fetches: int
+    trusted_proxies: tuple[Network, ...]
     config_file: str | None
 
     def __repr__(self) -> str:
@@ -284,7 +356,7 @@ class Config:
         for option in OPTIONS:
             value = getattr(self, option.name)
             if option.secret and value:
-                value = {k: {h: _SECRET_MASK for h in v} for k, v in value.items()}
+                value = _mask(value)
             fields.append(f"{option.name}={value!r}")
         return f"Config({', '.join(fields)})"
 
@@ -318,6 +390,21 @@ class Config:
         _check(values)
         return cls(**values)
 
+    @property
+    def verify_keys(self) -> tuple[str, ...]:
+        """Every signing key, the one that signs first."""
+        keys = (self.signing_key,) if self.signing_key else ()
+        return keys + self.signing_keys + _read_keys(self.signing_key_file)
+
+
+def _mask(value: Any) -> Any:
+    """The shape of a secret without its content."""
+    if isinstance(value, Mapping):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_SECRET_MASK for _ in value)
+    return _SECRET_MASK
+
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     if value is None:
@@ -325,6 +412,16 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise _bad("origin_headers", "a mapping of origin name to headers", "***")
     return value
+
+
+def _read_keys(path: str | None) -> tuple[str, ...]:
+    if path is None:
+        return ()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return tuple(line.strip() for line in fh if line.strip())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"signing_key_file: cannot read {path!r} ({exc})") from None
 
 
 def _check(values: dict[str, Any]) -> None:
@@ -353,6 +450,9 @@ def _check(values: dict[str, Any]) -> None:
             raise ConfigError(f"{name}: must be more than 0 seconds")
     if values["ca_bundle"] and not os.path.isfile(values["ca_bundle"]):
         raise ConfigError(f"ca_bundle: no such file {values['ca_bundle']!r}")
+    if values["signing_key"] == "":
+        raise ConfigError("signing_key: must not be empty")
+    _read_keys(values["signing_key_file"])  # fail now, not on the first request
 
 
 def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:

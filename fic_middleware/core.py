@@ -9,6 +9,7 @@ from collections.abc import Callable
 from . import http
 from .config import Config
 from .fetch import Fetched, Fetcher
+from .limits import InflightLimiter, MissLimiter
 from .record import CorruptRecord, Entry, Reader, UnknownRecord, encode, strong_etag
 from .routing import ImageRequest
 from .storage import Storage
@@ -29,13 +30,17 @@ class ImageCache:
         # Decoded hot entries per process: at most an eighth of the budget, 64 MiB.
         self.reader = Reader(min(config.max_bytes // 8, _READER_MEMO_BYTES))
         self.corrupt_records = 0
+        self.inflight = InflightLimiter(config.max_inflight_fetches)
+        self.miss_limiter = (MissLimiter(config.miss_rate, config.miss_burst)
+                             if config.miss_rate is not None else None)
         # Bound once: the hit path runs in a few microseconds, attribute chains show.
         self._get = storage.get
         self._decode = self.reader.decode
         self._client_max_age = config.client_max_age
 
-    def respond(self, request: ImageRequest) -> http.Response:
-        """The image response for ``request``; raises RequestError for the error statuses."""
+    def respond(self, request: ImageRequest, client: str = "") -> http.Response:
+        """The image response for ``request``; raises RequestError for the error statuses.
+        ``client`` (an address) is charged for the request if it goes to the origin."""
         try:
             entry = self._get(request.key, self._decode)
         except Exception as exc:
@@ -45,7 +50,7 @@ class ImageCache:
         # Fast path: a fresh hit, no write, no logging.
         if entry is not None and now < entry.expires_at:
             return http.hit_response(entry, now, self._client_max_age)
-        return self._fetch(request, entry, now)
+        return self._fetch(request, entry, client)
 
     def _unreadable(self, key: bytes, exc: Exception) -> None:
         """A read that failed is a miss; a corrupt record is also deleted and counted."""
@@ -58,9 +63,11 @@ class ImageCache:
         else:  # the storage failing must not fail the request: fetch instead
             log.error("cache read failed", exc_info=exc)
 
-    def _fetch(self, request: ImageRequest, stale: Entry | None, now: float) -> http.Response:
-        validators = _validators(stale)
-        fetched = self.fetcher.fetch(request.url, request.headers, validators)
+    def _fetch(self, request: ImageRequest, stale: Entry | None, client: str) -> http.Response:
+        if self.miss_limiter is not None:
+            self.miss_limiter.take(client)
+        with self.inflight.slot():
+            fetched = self.fetcher.fetch(request.url, request.headers, _validators(stale))
         now = self.clock()
         if fetched.status == 304 and stale is not None:
             # Revalidated: same body, new freshness from the 304's headers.

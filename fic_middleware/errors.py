@@ -9,7 +9,9 @@
           ├── Forbidden             403   address or scheme not allowed
           ├── NotFound              404   unknown origin, origin 404/410
           ├── MethodNotAllowed      405
+          ├── TooManyRequests       429   client over its miss rate (.retry_after)
           ├── OriginError           502   origin failed, not an image, too large, TLS
+          ├── Overloaded            503   too many fetches in flight (.retry_after)
           └── OriginTimeout         504
 
 A leaf's message is shown to the client as the plain-text body, so it is written for
@@ -33,6 +35,8 @@ class RequestError(FicError):
     """A request that gets an error status; ``str(exc)`` is the client-facing text."""
 
     status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+    #: Seconds after which the client may try again (sent as Retry-After), if any.
+    retry_after: int | None = None
 
 
 class BadRequest(RequestError):
@@ -49,6 +53,22 @@ class NotFound(RequestError):
 
 class MethodNotAllowed(RequestError):
     status = HTTPStatus.METHOD_NOT_ALLOWED
+
+
+class TooManyRequests(RequestError):
+    status = HTTPStatus.TOO_MANY_REQUESTS
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(RequestError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class OriginError(RequestError):

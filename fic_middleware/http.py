@@ -15,6 +15,8 @@ from .record import Entry
 Headers = list[tuple[str, str]]
 
 NOSNIFF = ("X-Content-Type-Options", "nosniff")
+# An SVG can carry script; opened directly it must not run any or load anything (CONTRACT §3).
+SVG_CSP = ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _NO_STORE = ("Cache-Control", "no-store")
 
@@ -51,6 +53,8 @@ def error_response(exc: RequestError) -> Response:
     headers = [_TEXT, ("Content-Length", str(len(body))), _NO_STORE, NOSNIFF]
     if isinstance(exc, MethodNotAllowed):
         headers.append(("Allow", "GET, HEAD"))
+    if exc.retry_after is not None:
+        headers.append(("Retry-After", str(exc.retry_after)))
     return Response(status_line(exc.status), headers, body)
 
 
@@ -86,6 +90,8 @@ def image_response(entry: Entry, cache_status: str, now: float, client_max_age: 
     ]
     if entry.last_modified:
         headers.append(("Last-Modified", entry.last_modified))
+    if entry.content_type == "image/svg+xml":
+        headers.append(SVG_CSP)
     return Response(OK, headers, entry.body, entry)
 
 

@@ -14,8 +14,8 @@ _ALIASES = {
 DEFAULT_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif",
                            "image/bmp", "image/x-icon"})
 KNOWN_TYPES = DEFAULT_TYPES | {"image/svg+xml"}
-# How many leading bytes sniff() needs to decide.
-SNIFF_BYTES = 64
+# How many leading bytes sniff() looks at (an SVG may start with a long XML prolog).
+SNIFF_BYTES = 1024
 
 _SVG_START = re.compile(rb"\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!DOCTYPE svg[^>]*>\s*)?<svg[\s>]", re.S)
 

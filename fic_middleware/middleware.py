@@ -22,6 +22,7 @@ from .config import Config
 from .core import ImageCache
 from .errors import MethodNotAllowed, NotFound, RequestError
 from .fetch import Fetcher
+from .limits import client_address
 from .routing import Router
 from .storage import open_storage
 
@@ -57,6 +58,7 @@ class FastImageCache:
         self._prefix = self.config.prefix
         self._prefix_len = len(self._prefix)
         self._forward_query = self.config.forward_query
+        self._limit_misses = self.config.miss_rate is not None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -79,7 +81,8 @@ class FastImageCache:
             query = environ.get("QUERY_STRING", "") if self._forward_query else ""
             request = self.router.route(path, query,
                                         environ.get("RAW_URI") or environ.get("REQUEST_URI"))
-            response = self.cache.respond(request)
+            client = self._client(environ) if self._limit_misses else ""
+            response = self.cache.respond(request, client)
         except RequestError as exc:
             log.debug("%s: %s", exc.status.value, exc)
             return http.error_response(exc)
@@ -91,6 +94,10 @@ class FastImageCache:
         if (inm or ims) and response.entry and http.is_not_modified(response.entry, inm, ims):
             return http.not_modified(response)
         return response
+
+    def _client(self, environ: WSGIEnvironment) -> str:
+        return client_address(environ.get("REMOTE_ADDR", ""),
+                              environ.get("HTTP_X_FORWARDED_FOR"), self.config.trusted_proxies)
 
     def close(self) -> None:
         """Release the storage and the connection pools."""

@@ -4,17 +4,22 @@
 PATH_INFO); traversal (``..``, ``.``), backslashes, NUL and control characters are refused,
 and so are encoded slashes, seen in the raw request URI where the server provides one
 (gunicorn's RAW_URI, REQUEST_URI elsewhere), and double-encoded dots/slashes.
+
+``/r/{sig}/{b64url}`` names the signed absolute URL (see :mod:`signing`): the signature is
+checked before the URL is even parsed; then scheme and ``allowed_hosts``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 
 from .config import Config
-from .errors import BadRequest, NotFound
-from .urls import normalize_query, quote_wsgi_path
+from .errors import BadRequest, Forbidden, NotFound
+from .signing import MAX_URL_BYTES, b64decode, verify
+from .urls import canonical_url, normalize_query, quote_wsgi_path
 
 KEY_BYTES = 16
 # Routes are pure functions of their input: remember the last few thousand (hot images
@@ -59,6 +64,8 @@ class Router:
                    _header_identity(config.origin_headers.get(name, {})))
             for name, base in config.origins.items()
         }
+        self.keys = config.verify_keys
+        self.allowed_hosts = config.allowed_hosts
         self._memo: dict[str | tuple[str, str], ImageRequest] = {}
 
     def route(self, path: str, query: str = "", raw_uri: str | None = None) -> ImageRequest:
@@ -79,6 +86,8 @@ class Router:
 
     def _route(self, path: str, query: str) -> ImageRequest:
         mode, _, rest = path[1:].partition("/")
+        if mode == "r":
+            return self._remote(rest)
         if mode != "o":
             raise NotFound("not found")
         name, sep, image_path = rest.partition("/")
@@ -96,3 +105,44 @@ class Router:
         if query:
             url = f"{url}?{normalize_query(query)}"
         return ImageRequest(url, cache_key(url, identity), headers)
+
+    def _remote(self, rest: str) -> ImageRequest:
+        if not self.keys:
+            raise NotFound("remote URLs are not enabled")
+        sig_text, sep, url_text = rest.partition("/")
+        if not sep or not sig_text or not url_text or "/" in url_text:
+            raise BadRequest("malformed signed URL")
+        try:
+            sig, raw = b64decode(sig_text), b64decode(url_text)
+        except ValueError:
+            raise BadRequest("bad base64 in signed URL") from None
+        if len(raw) > MAX_URL_BYTES:
+            raise BadRequest("URL too long")
+        if not verify(raw, sig, self.keys):
+            raise Forbidden("bad signature")
+        try:
+            text = raw.decode("utf-8")
+            scheme = urlsplit(text).scheme.lower()
+        except ValueError:
+            raise BadRequest("bad URL") from None
+        if scheme not in ("http", "https"):
+            raise (Forbidden("scheme not allowed") if scheme else BadRequest("bad URL"))
+        try:
+            url = canonical_url(text)
+        except ValueError:
+            raise BadRequest("bad URL") from None
+        if self.allowed_hosts and not host_allowed(urlsplit(url).hostname or "", self.allowed_hosts):
+            raise Forbidden("host not allowed")
+        return ImageRequest(url, cache_key(url), {})
+
+
+def host_allowed(host: str, patterns: Sequence[str]) -> bool:
+    """Exact names, or ``*.example.com`` for names below it (label boundary: not
+    ``evilexample.com``, and not ``example.com`` itself)."""
+    for pattern in patterns:
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                return True
+        elif host == pattern:
+            return True
+    return False

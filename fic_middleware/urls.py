@@ -17,6 +17,7 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 PATH_SAFE = "/!$&'()*+,;=:@"
 _QUERY_SAFE = PATH_SAFE + "?"
 _ESCAPE = re.compile(r"(%[0-9A-Fa-f]{2})")
+_HOST_CHARS = re.compile(r"[a-z0-9._:-]*")
 
 
 def _normalize(text: str, safe: str) -> str:
@@ -44,7 +45,7 @@ def canonical_url(url: str) -> str:
         raise ValueError("not an http(s) URL")
     if "@" in parts.netloc:
         raise ValueError("URL may not contain userinfo")
-    host = parts.hostname  # lower-cased by urlsplit
+    host = host_to_ascii(parts.hostname or "")
     if not host:
         raise ValueError("URL has no host")
     port = parts.port  # raises ValueError for a bad port
@@ -54,6 +55,23 @@ def canonical_url(url: str) -> str:
     path = _normalize(parts.path, PATH_SAFE) or "/"
     query = f"?{_normalize(parts.query, _QUERY_SAFE)}" if parts.query else ""
     return f"{scheme}://{netloc}{path}{query}"
+
+
+def host_to_ascii(host: str) -> str:
+    """Lower-case ASCII form of a host name (IDNA for non-ASCII names).
+
+    Look-alike Unicode names become their xn-- form, so they never equal the ASCII name
+    they imitate; percent signs and other characters no host name has are refused.
+    """
+    host = host.lower()
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise ValueError("invalid international host name") from exc
+    if _HOST_CHARS.fullmatch(host) is None:
+        raise ValueError("invalid characters in the host name")
+    return host
 
 
 def quote_wsgi_path(path: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import gzip
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -26,6 +27,8 @@ from .images import gif, jpeg, png
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
 LAST_MODIFIED = "Wed, 21 Oct 2026 07:28:00 GMT"
+SVG = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+
 
 
 class Origin:
@@ -84,6 +87,9 @@ class Origin:
     def do_html_as_png(self, request: Request, rest: str) -> Response:
         return Response("<html>not an image</html>", content_type="image/png")
 
+    def do_html_as_svg(self, request: Request, rest: str) -> Response:
+        return Response("<html><script>alert(1)</script></html>", content_type="image/svg+xml")
+
     def do_status(self, request: Request, rest: str) -> Response:
         return Response("origin error body: secret-detail", status=int(rest.split("/")[0]))
 
@@ -132,11 +138,64 @@ class Origin:
     def do_goto(self, request: Request, rest: str) -> Response:
         return Response(status=302, headers={"Location": request.args["to"]})
 
+    def do_svg(self, request: Request, rest: str) -> Response:
+        return Response(SVG, content_type="image/svg+xml")
+
+    def do_gzip_bomb(self, request: Request, rest: str) -> Response:
+        """40 KiB on the wire, 40 MiB once decoded."""
+        response = Response(gzip.compress(png("bomb") + b"\0" * (40 << 20)), content_type="image/png")
+        response.headers["Content-Encoding"] = "gzip"
+        return response
+
     def do_private(self, request: Request, rest: str) -> Response:
         response = Response(png(rest), content_type="image/png")
         response.headers["Cache-Control"] = "private, max-age=60"
         response.headers["Set-Cookie"] = "session=secret"
         return response
+
+
+class RawOrigin:
+    """A socket-level origin on 127.0.0.1 for what a well-behaved server won't send:
+    ``responses[path]`` is the exact bytes to write (then the connection is closed)."""
+
+    def __init__(self) -> None:
+        self.responses: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    request += chunk
+                path = request.split(b" ", 2)[1].decode() if request.count(b" ") >= 2 else ""
+                self.requests.append(path)
+                try:
+                    conn.sendall(self.responses.get(path, b"HTTP/1.1 404 Not Found\r\n"
+                                                         b"Content-Length: 0\r\n\r\n"))
+                except OSError:
+                    pass  # the client hung up first: that is what some tests want
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def raw_origin() -> Iterator[RawOrigin]:
+    origin = RawOrigin()
+    yield origin
+    origin.close()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,6 @@ import fic_middleware
 
 
 def test_all() -> None:
-    assert sorted(fic_middleware.__all__) == ["ConfigError", "FastImageCache", "__version__"]
+    assert sorted(fic_middleware.__all__) == ["ConfigError", "FastImageCache", "__version__", "sign_url"]
     for name in fic_middleware.__all__:
         assert hasattr(fic_middleware, name)
