@@ -61,9 +61,12 @@ def host_to_ascii(host: str) -> str:
     """Lower-case ASCII form of a host name (IDNA for non-ASCII names).
 
     Look-alike Unicode names become their xn-- form, so they never equal the ASCII name
-    they imitate; percent signs and other characters no host name has are refused.
+    they imitate; percent signs and other characters no host name has are refused. The
+    root label's dot goes ("example.com." is "example.com").
     """
     host = host.lower()
+    if host.endswith(".") and not host.endswith(".."):
+        host = host[:-1]
     if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii")

@@ -20,6 +20,8 @@ from fic_middleware.urls import canonical_url, quote_wsgi_path
     ("http://example.com/a?b=%41&c=d", "http://example.com/a?b=A&c=d"),
     ("http://example.com/100%", "http://example.com/100%25"),
     ("http://[::1]:8080/a", "http://[::1]:8080/a"),
+    ("http://Example.com./a", "http://example.com/a"),
+    ("http://b\u00fccher.example/a", "http://xn--bcher-kva.example/a"),
 ])
 def test_canonical(url: str, canonical: str) -> None:
     assert canonical_url(url) == canonical
