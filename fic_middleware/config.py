@@ -276,6 +276,9 @@ OPTIONS: tuple[Option, ...] = (
     # Cache budget: the LMDB map is sized from it, with room for B-tree overhead.
     Option("max_bytes", _size, GiB, "Upper bound of stored image bytes."),
     Option("max_entries", _optional(_count), None, "Optional upper bound of stored entries."),
+    # LRU is what operators expect; s3fifo has the lower miss ratio on skewed traffic.
+    Option("eviction", _choice("lru", "fifo", "ttl", "s3fifo"), "lru",
+           "Eviction policy: lru, fifo, ttl (soonest expiry first) or s3fifo."),
     # 10 MiB covers any photo a page shows; larger bodies are refused while streaming.
     Option("max_image_bytes", _size, 10 * MiB, "Largest image fetched from an origin."),
     Option("allowed_types", _types, DEFAULT_TYPES, "Image Content-Types accepted from origins."),
@@ -327,6 +330,7 @@ class Config:
     forward_query: bool
     max_bytes: int
     max_entries: int | None
+    eviction: str
     max_image_bytes: int
     allowed_types: frozenset[str]
     connect_timeout: float

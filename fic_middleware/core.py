@@ -96,7 +96,7 @@ class ImageCache:
 
     def _store(self, key: bytes, entry: Entry) -> bool:
         try:
-            stored = self.storage.put(key, encode(entry))
+            stored = self.storage.put(key, encode(entry), entry.expires_at)
         except Exception:  # serve what we fetched even if the disk says no
             log.exception("cache write failed")
             return False

@@ -136,18 +136,19 @@ def test_lmdb_map_full_evicts_instead_of_failing(tmp_path: Path, monkeypatch: py
     store = LMDBStore(str(tmp_path), max_bytes=1 << 20)
     for i in range(5):
         store.put(key(i), bytes(1000))
-    real_insert = store._insert
-    calls = []
+    real_write = store._write
+    calls: list[int | None] = []
 
-    def full_once(*args: Any) -> None:
-        calls.append(1)
+    def full_once(change: Any, target: int | None = None, **kw: Any) -> bool:
+        calls.append(target)
         if len(calls) == 1:
             raise lmdb.MapFullError("simulated")
-        real_insert(*args)
+        return real_write(change, target, **kw)
 
-    monkeypatch.setattr(store, "_insert", full_once)
+    monkeypatch.setattr(store, "_write", full_once)
     assert store.put(KEY, b"fits after eviction")
     assert store.get(KEY, raw) == b"fits after eviction"
+    assert calls[1] is not None and calls[1] < store.max_bytes  # evicted below the budget first
     store.close()
 
 

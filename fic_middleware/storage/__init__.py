@@ -20,8 +20,9 @@ class Storage(Protocol):
     def get(self, key: bytes, decode: Callable[[bytes, memoryview | bytes], T]) -> T | None:
         """``decode(key, stored bytes)``, or None when the key is absent."""
 
-    def put(self, key: bytes, value: bytes) -> bool:
-        """Store ``value``, evicting older entries as needed; False if it could not be stored."""
+    def put(self, key: bytes, value: bytes, expires_at: float = 0.0) -> bool:
+        """Store ``value`` (fresh until ``expires_at``, for the ttl policy), evicting by the
+        policy as needed; False if it could not be stored."""
 
     def delete(self, key: bytes) -> bool:
         """Remove ``key``; True if it was there."""
@@ -40,7 +41,9 @@ def open_storage(config: Config) -> Storage:
     """The backend the config names."""
     if config.backend == "memory":
         from .memory_store import MemoryStore
-        return MemoryStore(max_bytes=config.max_bytes, max_entries=config.max_entries)
+        return MemoryStore(max_bytes=config.max_bytes, max_entries=config.max_entries,
+                           policy=config.eviction)
     from .lmdb_store import LMDBStore
     assert config.cache_dir is not None  # Config.load requires it for lmdb
-    return LMDBStore(config.cache_dir, max_bytes=config.max_bytes, max_entries=config.max_entries)
+    return LMDBStore(config.cache_dir, max_bytes=config.max_bytes, max_entries=config.max_entries,
+                     policy=config.eviction)

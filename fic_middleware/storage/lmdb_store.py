@@ -3,10 +3,14 @@
 Named databases inside the environment:
 
 - ``records``: key -> record bytes (what a hit reads, with one ``get``);
-- ``index``:   key -> (sequence number, size), to find an entry's place in ``order``;
-- ``order``:   big-endian sequence number -> key, oldest first: eviction pops the first
-  item with a cursor, O(log n) per evicted entry, never a scan;
-- ``totals``:  ``bytes``, ``entries``, ``evictions``, ``seq`` counters.
+- ``meta``:    key -> the eviction policy's :class:`~fic_middleware.eviction.Meta`;
+- ``order``:   queue byte + position + sequence number (big-endian) -> key, so the oldest
+  key of a queue is one cursor ``set_range`` away: O(log n), never a scan;
+- ``ghosts`` / ``ghost_order``: keys S3-FIFO remembers after evicting them;
+- ``totals``:  counters (bytes per queue, entries, evictions, sequence, ghosts).
+
+Hits never write: a process counts its hits in memory and hands them to the policy inside
+its next write transaction (or after a batch of distinct keys).
 
 The environment is opened lazily, in the process that uses it: LMDB forbids using an env
 across ``fork()`` and opening one file twice in a process, so environments live in a
@@ -20,16 +24,19 @@ import os
 import struct
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import lmdb
 
+from ..eviction import MAIN, POLICIES, SMALL, Meta
+
 T = TypeVar("T")
 log = logging.getLogger("fic_middleware")
 
-_U64 = struct.Struct(">Q")  # big-endian so that byte order is numeric order in ``order``
-_INDEX = struct.Struct("<QI")
+_U64 = struct.Struct(">Q")  # big-endian: byte order is numeric order in ``order``
+_META = struct.Struct("<BQQIB")
+_COUNTERS = (b"bytes0", b"bytes1", b"entries", b"evictions", b"seq", b"ghosts")
 # LMDB stores a large value on its own overflow pages: 4 KiB page granularity, plus the
 # B-tree pages of the small databases and pages freed but still pinned by readers. The map
 # (the data file's hard ceiling) leaves this much room above max_bytes; when a write finds
@@ -37,20 +44,110 @@ _INDEX = struct.Struct("<QI")
 _MAP_SLACK_RATIO = 0.25
 _MAP_SLACK_MIN = 8 * 1024 * 1024
 _EVICT_ON_FULL = 0.1  # share of max_bytes freed when LMDB reports a full map
+_TOUCH_BATCH = 4096  # distinct keys hit before the counts are written without a put
 
 
 class _Env:
     """An open environment and its named databases (one per directory per process)."""
 
     def __init__(self, path: str, map_size: int) -> None:
-        self.env = lmdb.open(path, map_size=map_size, max_dbs=4, subdir=True,
+        self.env = lmdb.open(path, map_size=map_size, max_dbs=8, subdir=True,
                              readahead=False, metasync=False, max_readers=1024)
         self.records = self.env.open_db(b"records")
-        self.index = self.env.open_db(b"index")
+        self.meta = self.env.open_db(b"meta")
         self.order = self.env.open_db(b"order")
+        self.ghosts = self.env.open_db(b"ghosts")
+        self.ghost_order = self.env.open_db(b"ghost_order")
         self.totals = self.env.open_db(b"totals")
         # Slots of readers that were killed (kill -9 of a worker) are freed at open.
         self.env.reader_check()
+
+
+class _Ledger:
+    """The eviction ledger inside one write transaction; counters are saved at the end."""
+
+    def __init__(self, h: _Env, txn: lmdb.Transaction) -> None:
+        self.h = h
+        self.txn = txn
+        self.counts = {name: _read_u64(txn, name, h.totals) for name in _COUNTERS}
+
+    def save(self) -> None:
+        for name, value in self.counts.items():
+            self.txn.put(name, _U64.pack(value), db=self.h.totals)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.counts[b"bytes0"] + self.counts[b"bytes1"]
+
+    def entries(self) -> int:
+        return self.counts[b"entries"]
+
+    def meta(self, key: bytes) -> Meta | None:
+        raw = self.txn.get(key, db=self.h.meta)
+        return None if raw is None else Meta(*_META.unpack(raw))
+
+    def place(self, key: bytes, meta: Meta) -> None:
+        old = self.meta(key)
+        if old is not None:
+            self.counts[b"bytes%d" % old.queue] -= old.size
+            if old[:3] != meta[:3]:
+                self.txn.delete(_position(old), db=self.h.order)
+        else:
+            self.counts[b"entries"] += 1
+        self.counts[b"bytes%d" % meta.queue] += meta.size
+        self.txn.put(key, _META.pack(*meta), db=self.h.meta)
+        if old is None or old[:3] != meta[:3]:
+            self.txn.put(_position(meta), key, db=self.h.order)
+
+    def drop(self, key: bytes) -> None:
+        old = self.meta(key)
+        if old is not None:
+            self.counts[b"bytes%d" % old.queue] -= old.size
+            self.counts[b"entries"] -= 1
+            self.txn.delete(_position(old), db=self.h.order)
+            self.txn.delete(key, db=self.h.meta)
+
+    def oldest(self, queue: int) -> bytes | None:
+        with self.txn.cursor(db=self.h.order) as cursor:
+            prefix = bytes((queue,))
+            if cursor.set_range(prefix) and cursor.key()[:1] == prefix:
+                return bytes(cursor.value())
+        return None
+
+    def next_seq(self) -> int:
+        self.counts[b"seq"] += 1
+        return self.counts[b"seq"]
+
+    def queue_bytes(self, queue: int) -> int:
+        return self.counts[b"bytes%d" % queue]
+
+    def ghost_add(self, key: bytes, limit: int) -> None:
+        seq = _U64.pack(self.next_seq())
+        if self.txn.put(key, seq, db=self.h.ghosts, overwrite=False):
+            self.txn.put(seq, key, db=self.h.ghost_order)
+            self.counts[b"ghosts"] += 1
+        with self.txn.cursor(db=self.h.ghost_order) as cursor:
+            while self.counts[b"ghosts"] > limit and cursor.first():
+                self.txn.delete(bytes(cursor.value()), db=self.h.ghosts)
+                cursor.delete()
+                self.counts[b"ghosts"] -= 1
+
+    def ghost_pop(self, key: bytes) -> bool:
+        seq = self.txn.pop(key, db=self.h.ghosts)
+        if seq is None:
+            return False
+        self.txn.delete(seq, db=self.h.ghost_order)
+        self.counts[b"ghosts"] -= 1
+        return True
+
+
+def _position(meta: Meta) -> bytes:
+    return bytes((meta.queue,)) + _U64.pack(meta.order) + _U64.pack(meta.seq)
+
+
+def _read_u64(txn: lmdb.Transaction, name: bytes, db: lmdb._Database) -> int:
+    raw = txn.get(name, db=db)
+    return 0 if raw is None else int(_U64.unpack(raw)[0])
 
 
 _envs: dict[str, _Env] = {}
@@ -65,20 +162,25 @@ def _after_fork_in_child() -> None:
     _envs.clear()
     for store in _stores:
         store._handle = None
+        store._touched = {}
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class LMDBStore:
-    """Records in LMDB, evicted oldest first beyond ``max_bytes`` / ``max_entries``."""
+    """Records in LMDB, evicted by the configured policy beyond ``max_bytes``/``max_entries``."""
 
-    def __init__(self, path: str, *, max_bytes: int, max_entries: int | None = None) -> None:
+    def __init__(self, path: str, *, max_bytes: int, max_entries: int | None = None,
+                 policy: str = "lru") -> None:
         self.path = os.path.realpath(path)
         self.max_bytes = max_bytes
         self.max_entries = max_entries
+        self.policy = POLICIES[policy](max_bytes)
+        self._track = self.policy.tracks_hits
         self.map_size = max_bytes + max(int(max_bytes * _MAP_SLACK_RATIO), _MAP_SLACK_MIN)
         self._handle: _Env | None = None
+        self._touched: dict[bytes, int] = {}
         _stores.add(self)
 
     def _open(self) -> _Env:
@@ -95,103 +197,101 @@ class LMDBStore:
         txn = h.env.begin(db=h.records, buffers=True)
         try:  # try/finally rather than `with`: measurably cheaper on this path
             value = txn.get(key)
-            return None if value is None else decode(key, value)
+            if value is None:
+                return None
+            result = decode(key, value)
         finally:
             txn.abort()
+        if self._track:  # counted in memory; the policy sees it in a later write
+            self._touched[key] = self._touched.get(key, 0) + 1
+            if len(self._touched) >= _TOUCH_BATCH:
+                self._write(lambda ledger: None)
+        return result
 
-    def put(self, key: bytes, value: bytes) -> bool:
+    def put(self, key: bytes, value: bytes, expires_at: float = 0.0) -> bool:
         if len(value) > self.max_bytes:
             return False
-        h = self._handle or self._open()
+
+        def insert(ledger: _Ledger) -> None:
+            ledger.txn.put(key, value, db=ledger.h.records)
+            self.policy.admit(ledger, key, len(value), expires_at)
+
+        def kept(ledger: _Ledger) -> bool:  # the policy may evict the newcomer itself (ttl)
+            return ledger.meta(key) is not None
+
         for _ in range(3):
             try:
-                with h.env.begin(write=True) as txn:
-                    self._insert(h, txn, key, value)
-                return True
+                return self._write(insert, check=kept)
             except lmdb.MapFullError:
                 # Fragmentation or pinned pages: make room beyond the byte budget and retry.
                 log.debug("LMDB map full; evicting %d%% of max_bytes", _EVICT_ON_FULL * 100)
-                with h.env.begin(write=True) as txn:
-                    self._evict(h, txn, target=int(self.max_bytes * (1 - _EVICT_ON_FULL)))
+                try:
+                    self._write(lambda ledger: None,
+                                target=int(self.max_bytes * (1 - _EVICT_ON_FULL)))
+                except lmdb.MapFullError:
+                    break
         log.warning("could not store a %d-byte record: LMDB map stays full", len(value))
         return False
 
-    def _insert(self, h: _Env, txn: lmdb.Transaction, key: bytes, value: bytes) -> None:
-        self._remove(h, txn, key)
-        seq = self._counter(h, txn, b"seq") + 1
-        txn.put(b"seq", _U64.pack(seq), db=h.totals)
-        txn.put(key, value, db=h.records)
-        txn.put(key, _INDEX.pack(seq, len(value)), db=h.index)
-        txn.put(_U64.pack(seq), key, db=h.order)
-        self._add(h, txn, len(value), 1)
-        self._evict(h, txn, target=self.max_bytes)
+    def _write(self, change: Callable[[_Ledger], None], target: int | None = None,
+               check: Callable[[_Ledger], bool] = lambda ledger: True) -> bool:
+        """One write transaction: pending hits, ``change``, eviction down to budget; then
+        ``check`` of the result, still inside the transaction."""
+        h = self._handle or self._open()
+        touched, self._touched = self._touched, {}
+        with h.env.begin(write=True) as txn:
+            ledger = _Ledger(h, txn)
+            for hit_key, hits in touched.items():
+                self.policy.touch(ledger, hit_key, hits)
+            change(ledger)
+            self._evict(ledger, self.max_bytes if target is None else target)
+            ledger.save()
+            return check(ledger)
 
-    def _evict(self, h: _Env, txn: lmdb.Transaction, target: int) -> None:
-        """Pop the oldest entries until bytes <= target and entries <= max_entries."""
-        size = self._counter(h, txn, b"bytes")
-        count = self._counter(h, txn, b"entries")
-        evicted = 0
-        with txn.cursor(db=h.order) as cursor:
-            while (size > target or (self.max_entries is not None and count > self.max_entries)) \
-                    and cursor.first():
-                key = bytes(cursor.value())
-                cursor.delete()
-                freed = self._drop(h, txn, key)
-                size -= freed
-                count -= 1
-                evicted += 1
-        if evicted:
-            txn.put(b"bytes", _U64.pack(size), db=h.totals)
-            txn.put(b"entries", _U64.pack(count), db=h.totals)
-            txn.put(b"evictions", _U64.pack(self._counter(h, txn, b"evictions") + evicted),
-                    db=h.totals)
-
-    def _drop(self, h: _Env, txn: lmdb.Transaction, key: bytes) -> int:
-        """Delete a record and its index entry (not its ``order`` entry); its size."""
-        raw = txn.get(key, db=h.index)
-        txn.delete(key, db=h.records)
-        txn.delete(key, db=h.index)
-        return _INDEX.unpack(raw)[1] if raw is not None else 0
-
-    def _remove(self, h: _Env, txn: lmdb.Transaction, key: bytes) -> bool:
-        raw = txn.get(key, db=h.index)
-        if raw is None:
-            return False
-        seq, size = _INDEX.unpack(raw)
-        txn.delete(_U64.pack(seq), db=h.order)
-        self._drop(h, txn, key)
-        self._add(h, txn, -size, -1)
-        return True
-
-    @staticmethod
-    def _counter(h: _Env, txn: lmdb.Transaction, name: bytes) -> int:
-        raw = txn.get(name, db=h.totals)
-        return 0 if raw is None else _U64.unpack(raw)[0]
-
-    def _add(self, h: _Env, txn: lmdb.Transaction, size: int, count: int) -> None:
-        txn.put(b"bytes", _U64.pack(self._counter(h, txn, b"bytes") + size), db=h.totals)
-        txn.put(b"entries", _U64.pack(self._counter(h, txn, b"entries") + count), db=h.totals)
+    def _evict(self, ledger: _Ledger, target: int) -> None:
+        while ledger.total_bytes > target or (self.max_entries is not None
+                                        and ledger.entries() > self.max_entries):
+            victim = self.policy.victim(ledger)
+            if victim is None:
+                return
+            ledger.drop(victim)
+            ledger.txn.delete(victim, db=ledger.h.records)
+            ledger.counts[b"evictions"] += 1
 
     def delete(self, key: bytes) -> bool:
-        h = self._handle or self._open()
-        with h.env.begin(write=True) as txn:
-            return self._remove(h, txn, key)
+        found = []
+
+        def remove(ledger: _Ledger) -> None:
+            ledger.drop(key)
+            found.append(ledger.txn.delete(key, db=ledger.h.records))
+
+        self._write(remove)
+        return found[0]
 
     def clear(self) -> int:
         h = self._handle or self._open()
+        self._touched = {}
         with h.env.begin(write=True) as txn:
-            count = self._counter(h, txn, b"entries")
-            for db in (h.records, h.index, h.order):
+            count = _read_u64(txn, b"entries", h.totals)
+            for db in (h.records, h.meta, h.order, h.ghosts, h.ghost_order):
                 txn.drop(db, delete=False)
-            txn.put(b"bytes", _U64.pack(0), db=h.totals)
-            txn.put(b"entries", _U64.pack(0), db=h.totals)
+            for name in _COUNTERS:
+                if name not in (b"evictions", b"seq"):
+                    txn.put(name, _U64.pack(0), db=h.totals)
         return count
+
+    def keys(self) -> Iterator[bytes]:
+        """Every stored key (a snapshot: one read transaction)."""
+        h = self._handle or self._open()
+        with h.env.begin(db=h.records) as txn:
+            yield from txn.cursor().iternext(keys=True, values=False)
 
     def stats(self) -> dict[str, int]:
         h = self._handle or self._open()
         with h.env.begin() as txn:
-            return {name: self._counter(h, txn, name.encode())
-                    for name in ("entries", "bytes", "evictions")}
+            counts = {name: _read_u64(txn, name, h.totals) for name in _COUNTERS}
+        return {"entries": counts[b"entries"], "bytes": counts[b"bytes0"] + counts[b"bytes1"],
+                "evictions": counts[b"evictions"]}
 
     def close(self) -> None:
         with _envs_lock:

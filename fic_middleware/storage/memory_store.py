@@ -3,63 +3,86 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypeVar
 
+from ..eviction import MAIN, POLICIES, SMALL, MemoryLedger
+
 T = TypeVar("T")
+# Distinct keys hit between two flushes of the hit counts into the policy.
+_TOUCH_BATCH = 4096
 
 
 class MemoryStore:
-    """Insertion-ordered dict; the oldest entries are evicted first."""
+    """A dict of records, evicted by the configured policy beyond the budget."""
 
-    def __init__(self, *, max_bytes: int, max_entries: int | None = None) -> None:
+    def __init__(self, *, max_bytes: int, max_entries: int | None = None,
+                 policy: str = "lru") -> None:
         self.max_bytes = max_bytes
         self.max_entries = max_entries
-        self._data: OrderedDict[bytes, bytes] = OrderedDict()
-        self._bytes = 0
+        self.policy = POLICIES[policy](max_bytes)
+        self._track = self.policy.tracks_hits
+        self._data: dict[bytes, bytes] = {}
+        self._ledger = MemoryLedger()
+        self._touched: dict[bytes, int] = {}
         self._evictions = 0
         self._lock = threading.Lock()
 
     def get(self, key: bytes, decode: Callable[[bytes, memoryview | bytes], T]) -> T | None:
-        # Fast path: a dict lookup is atomic under the GIL, no lock needed.
+        # Fast path: a dict lookup, atomic under the GIL; the hit is counted, not applied.
         value = self._data.get(key)
-        return None if value is None else decode(key, value)
+        if value is None:
+            return None
+        if self._track:
+            self._touched[key] = self._touched.get(key, 0) + 1
+            if len(self._touched) >= _TOUCH_BATCH:
+                with self._lock:
+                    self._flush()
+        return decode(key, value)
 
-    def put(self, key: bytes, value: bytes) -> bool:
+    def _flush(self) -> None:
+        touched, self._touched = self._touched, {}
+        for key, hits in touched.items():
+            self.policy.touch(self._ledger, key, hits)
+
+    def put(self, key: bytes, value: bytes, expires_at: float = 0.0) -> bool:
         if len(value) > self.max_bytes:
             return False
         with self._lock:
-            self._pop(key)
+            self._flush()
             self._data[key] = value
-            self._bytes += len(value)
-            while self._bytes > self.max_bytes or (
-                    self.max_entries is not None and len(self._data) > self.max_entries):
-                _, old = self._data.popitem(last=False)
-                self._bytes -= len(old)
+            self.policy.admit(self._ledger, key, len(value), expires_at)
+            while self._over_budget():
+                victim = self.policy.victim(self._ledger)
+                if victim is None:
+                    break
+                self._ledger.drop(victim)
+                del self._data[victim]
                 self._evictions += 1
-        return True
+        return key in self._data
 
-    def _pop(self, key: bytes) -> bool:
-        old = self._data.pop(key, None)
-        if old is None:
-            return False
-        self._bytes -= len(old)
-        return True
+    def _over_budget(self) -> bool:
+        return (self._bytes() > self.max_bytes
+                or (self.max_entries is not None and len(self._data) > self.max_entries))
+
+    def _bytes(self) -> int:
+        return self._ledger.queue_bytes(MAIN) + self._ledger.queue_bytes(SMALL)
 
     def delete(self, key: bytes) -> bool:
         with self._lock:
-            return self._pop(key)
+            self._ledger.drop(key)
+            return self._data.pop(key, None) is not None
 
     def clear(self) -> int:
         with self._lock:
             count = len(self._data)
             self._data.clear()
-            self._bytes = 0
+            self._ledger = MemoryLedger()
+            self._touched.clear()
             return count
 
     def stats(self) -> dict[str, int]:
-        return {"entries": len(self._data), "bytes": self._bytes, "evictions": self._evictions}
+        return {"entries": len(self._data), "bytes": self._bytes(), "evictions": self._evictions}
 
     def close(self) -> None:
         """Nothing to release."""
