@@ -296,6 +296,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("min_ttl", _duration, 60.0, "Lower clamp of origin freshness."),
     Option("max_ttl", _duration, 30 * 86400.0, "Upper clamp of origin freshness."),
     Option("client_max_age", _duration, 86400.0, "Cap of Cache-Control max-age sent to clients."),
+    Option("stale_while_revalidate", _duration, 60.0,
+           "Serve an expired entry this long while one background fetch refreshes it."),
+    Option("stale_if_error", _duration, 86400.0,
+           "Serve an expired entry this long when the origin fails."),
+    Option("negative_ttl", _duration, 30.0, "Remember an origin's 404/410 this long (0: never)."),
+    Option("encryption_key", _optional(_secret_str), None,
+           "Encrypt stored bodies (AES-GCM); needs fic-middleware[encryption].", secret=True),
+    Option("encryption_key_file", _optional(_str), None, "File holding the encryption_key."),
     # Remote mode ({prefix}/r/{sig}/{b64url}) is off until a key is configured.
     Option("signing_key", _optional(_secret_str), None, "HMAC key that signs and verifies remote URLs.",
            secret=True),
@@ -345,6 +353,11 @@ class Config:
     min_ttl: float
     max_ttl: float
     client_max_age: float
+    stale_while_revalidate: float
+    stale_if_error: float
+    negative_ttl: float
+    encryption_key: str | None
+    encryption_key_file: str | None
     signing_key: str | None
     signing_keys: tuple[str, ...]
     signing_key_file: str | None
@@ -418,14 +431,15 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value
 
 
-def _read_keys(path: str | None) -> tuple[str, ...]:
+def _read_keys(path: str | None, option: str = "signing_key_file") -> tuple[str, ...]:
+    """Non-empty lines of a secrets file."""
     if path is None:
         return ()
     try:
         with open(path, encoding="utf-8") as fh:
             return tuple(line.strip() for line in fh if line.strip())
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"signing_key_file: cannot read {path!r} ({exc})") from None
+        raise ConfigError(f"{option}: cannot read {path!r} ({exc})") from None
 
 
 def _check(values: dict[str, Any]) -> None:
@@ -457,6 +471,19 @@ def _check(values: dict[str, Any]) -> None:
     if values["signing_key"] == "":
         raise ConfigError("signing_key: must not be empty")
     _read_keys(values["signing_key_file"])  # fail now, not on the first request
+    if values["encryption_key_file"]:
+        keys = _read_keys(values["encryption_key_file"], "encryption_key_file")
+        if len(keys) != 1:
+            raise ConfigError("encryption_key_file: expected one key on one line")
+        values["encryption_key"] = keys[0]
+    if values["encryption_key"] == "":
+        raise ConfigError("encryption_key: must not be empty")
+    if values["encryption_key"]:
+        try:
+            import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
+        except ImportError:
+            raise ConfigError("encryption_key: needs the cryptography package "
+                              "(pip install 'fic-middleware[encryption]')") from None
 
 
 def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -1,25 +1,37 @@
-"""The cache: hit, miss, refetch, store. No WSGI, no urllib3: a storage and a fetcher."""
+"""The cache: hit, stale, miss, revalidate, store, purge. No WSGI, no urllib3: a storage and a
+fetcher.
+
+Freshness follows RFC 9111 (see :func:`http.freshness_lifetime`), clamped by the operator.
+Past it, an entry is still served for ``stale_while_revalidate`` seconds while one
+background fetch refreshes it, and for ``stale_if_error`` seconds when the origin fails.
+An origin's 404/410 is remembered for ``negative_ttl`` seconds.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from . import http
 from .config import Config
+from .errors import NotFound, OriginError, OriginTimeout, RequestError
 from .fetch import Fetched, Fetcher
 from .limits import InflightLimiter, MissLimiter
-from .record import CorruptRecord, Entry, Reader, UnknownRecord, encode, strong_etag
+from .record import CorruptRecord, Entry, Reader, Sealer, UnknownRecord, encode, strong_etag
 from .routing import ImageRequest
 from .storage import Storage
 
 log = logging.getLogger("fic_middleware")
 _READER_MEMO_BYTES = 64 * 1024 * 1024
+_REFRESH_THREADS = 4
+_GONE = "image not found at origin"
 
 
 class ImageCache:
-    """Answers an :class:`ImageRequest` with an entry and its RFC 9211 Cache-Status."""
+    """Answers an :class:`ImageRequest` with a response carrying its RFC 9211 Cache-Status."""
 
     def __init__(self, config: Config, storage: Storage, fetcher: Fetcher,
                  clock: Callable[[], float] = time.time) -> None:
@@ -27,12 +39,16 @@ class ImageCache:
         self.storage = storage
         self.fetcher = fetcher
         self.clock = clock
+        self.sealer = Sealer(config.encryption_key) if config.encryption_key else None
         # Decoded hot entries per process: at most an eighth of the budget, 64 MiB.
-        self.reader = Reader(min(config.max_bytes // 8, _READER_MEMO_BYTES))
+        self.reader = Reader(min(config.max_bytes // 8, _READER_MEMO_BYTES), self.sealer)
         self.corrupt_records = 0
         self.inflight = InflightLimiter(config.max_inflight_fetches)
         self.miss_limiter = (MissLimiter(config.miss_rate, config.miss_burst)
                              if config.miss_rate is not None else None)
+        self._refreshing: set[bytes] = set()
+        self._refresh_lock = threading.Lock()
+        self._refresher: ThreadPoolExecutor | None = None
         # Bound once: the hit path runs in a few microseconds, attribute chains show.
         self._get = storage.get
         self._decode = self.reader.decode
@@ -49,7 +65,13 @@ class ImageCache:
         now = self.clock()
         # Fast path: a fresh hit, no write, no logging.
         if entry is not None and now < entry.expires_at:
+            if entry.negative:
+                return http.NEGATIVE_HIT
             return http.hit_response(entry, now, self._client_max_age)
+        if entry is not None and not entry.negative and \
+                now < entry.expires_at + self.config.stale_while_revalidate:
+            self._refresh_later(request, entry)
+            return http.image_response(entry, http.STALE_HIT, now, 0)
         return self._fetch(request, entry, client)
 
     def _unreadable(self, key: bytes, exc: Exception) -> None:
@@ -66,8 +88,25 @@ class ImageCache:
     def _fetch(self, request: ImageRequest, stale: Entry | None, client: str) -> http.Response:
         if self.miss_limiter is not None:
             self.miss_limiter.take(client)
-        with self.inflight.slot():
-            fetched = self.fetcher.fetch(request.url, request.headers, _validators(stale))
+        if stale is not None and stale.negative:
+            stale = None
+        try:
+            with self.inflight.slot():
+                fetched = self.fetcher.fetch(request.url, request.headers, _validators(stale))
+        except NotFound:
+            self._remember_gone(request.key)
+            raise
+        except (OriginError, OriginTimeout) as exc:
+            now = self.clock()
+            if stale is not None and now < stale.expires_at + self.config.stale_if_error:
+                log.debug("origin failed (%s); serving stale", exc)
+                return http.image_response(stale, http.STALE_IF_ERROR, now, 0)
+            raise
+        return self._stored(request, fetched, stale)
+
+    def _stored(self, request: ImageRequest, fetched: Fetched, stale: Entry | None
+                ) -> http.Response:
+        """Store what the origin sent (unless it forbids it) and answer with it."""
         now = self.clock()
         if fetched.status == 304 and stale is not None:
             # Revalidated: same body, new freshness from the 304's headers.
@@ -81,10 +120,41 @@ class ImageCache:
         if lifetime is None:
             log.debug("not stored: origin forbids it (%s)", fetched.cache_control)
             return http.image_response(entry, f"fic; fwd={forwarded}", now, 0, cacheable=False)
+        # RFC 9111 §4.2.3: time the response already spent in caches upstream counts.
+        lifetime = max(0.0, lifetime - fetched.age) if lifetime else lifetime
         entry.expires_at = now + http.clamp(lifetime, self.config.min_ttl, self.config.max_ttl)
         stored = self._store(request.key, entry)
         status = f"fic; fwd={forwarded}; stored" if stored else f"fic; fwd={forwarded}"
-        return http.image_response(entry, status, now, self.config.client_max_age)
+        return http.image_response(entry, status, now, self._client_max_age)
+
+    def _refresh_later(self, request: ImageRequest, stale: Entry) -> None:
+        """One background refresh per key and process, while the stale entry is served."""
+        with self._refresh_lock:
+            if request.key in self._refreshing:
+                return
+            self._refreshing.add(request.key)
+            if self._refresher is None:
+                self._refresher = ThreadPoolExecutor(_REFRESH_THREADS, "fic-refresh")
+            self._refresher.submit(self._refresh, request, stale)
+
+    def _refresh(self, request: ImageRequest, stale: Entry) -> None:
+        try:
+            self._fetch(request, stale, "")
+        except RequestError as exc:
+            log.debug("background refresh failed: %s", exc)
+        except Exception:
+            log.exception("background refresh failed")
+        finally:
+            with self._refresh_lock:
+                self._refreshing.discard(request.key)
+
+    def _remember_gone(self, key: bytes) -> None:
+        """Negative caching: the origin's 404/410 answers for ``negative_ttl`` seconds."""
+        if self.config.negative_ttl <= 0:
+            return
+        now = self.clock()
+        self._store(key, Entry(b"", "", "", None, None, now, now + self.config.negative_ttl,
+                               negative=True))
 
     @staticmethod
     def _entry(body: bytes, content_type: str, fetched: Fetched, now: float,
@@ -96,19 +166,32 @@ class ImageCache:
 
     def _store(self, key: bytes, entry: Entry) -> bool:
         try:
-            stored = self.storage.put(key, encode(entry), entry.expires_at)
+            stored = self.storage.put(key, encode(entry, key, self.sealer), entry.expires_at)
         except Exception:  # serve what we fetched even if the disk says no
             log.exception("cache write failed")
             return False
         if not stored:
-            log.debug("not stored: larger than the cache budget")
+            log.debug("not stored: over the cache budget")
         return stored
 
-    def _delete(self, key: bytes) -> None:
+    def _delete(self, key: bytes) -> bool:
         try:
-            self.storage.delete(key)
+            return self.storage.delete(key)
         except Exception:
             log.exception("cache delete failed")
+            return False
+
+    def purge(self, keys: list[bytes]) -> int:
+        """Forget these entries; how many there were."""
+        return sum(self._delete(key) for key in keys)
+
+    def purge_all(self) -> int:
+        return self.storage.clear()
+
+    def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.shutdown(wait=True)
+            self._refresher = None
 
 
 def _validators(stale: Entry | None) -> dict[str, str] | None:

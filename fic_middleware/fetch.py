@@ -46,7 +46,7 @@ class Fetched:
     """An origin's answer that passed every check (or a 304 to a revalidation)."""
 
     __slots__ = ("status", "body", "content_type", "cache_control", "expires", "date",
-                 "last_modified", "etag")
+                 "last_modified", "etag", "age")
 
     def __init__(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]):
         self.status = status
@@ -57,6 +57,8 @@ class Fetched:
         self.date: str | None = headers.get("Date")
         self.last_modified: str | None = headers.get("Last-Modified")
         self.etag: str | None = headers.get("ETag")
+        age = headers.get("Age", "").strip()
+        self.age = float(age) if age.isdigit() else 0.0  # seconds spent in caches upstream
 
 
 @contextlib.contextmanager

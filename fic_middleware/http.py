@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import math
+import re
 from http import HTTPStatus
 
 from werkzeug.datastructures import ResponseCacheControl
 from werkzeug.http import parse_cache_control_header, parse_date, parse_etags
 
-from .errors import MethodNotAllowed, RequestError
+from .errors import MethodNotAllowed, NotFound, RequestError
 from .record import Entry
 
 Headers = list[tuple[str, str]]
@@ -21,10 +22,9 @@ _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _NO_STORE = ("Cache-Control", "no-store")
 
 HIT = "fic; hit"
-MISS_STORED = "fic; fwd=miss; stored"
-MISS = "fic; fwd=miss"
-STALE_STORED = "fic; fwd=stale; stored"
-STALE = "fic; fwd=stale"
+# Served from the cache while a background fetch refreshes it (RFC 5861 semantics).
+STALE_HIT = "fic; hit; fwd=stale"
+STALE_IF_ERROR = "fic; hit; fwd=stale; detail=stale-if-error"
 
 
 def status_line(status: HTTPStatus) -> str:
@@ -33,6 +33,8 @@ def status_line(status: HTTPStatus) -> str:
 
 OK = status_line(HTTPStatus.OK)
 NOT_MODIFIED = status_line(HTTPStatus.NOT_MODIFIED)
+PARTIAL = status_line(HTTPStatus.PARTIAL_CONTENT)
+RANGE_NOT_SATISFIABLE = status_line(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
 
 
 class Response:
@@ -71,6 +73,11 @@ def hit_response(entry: Entry, now: float, client_max_age: float) -> Response:
     return response
 
 
+# A remembered origin 404/410 (negative caching), answered without asking the origin.
+NEGATIVE_HIT = error_response(NotFound("image not found at origin"))
+NEGATIVE_HIT.headers.append(("Cache-Status", HIT))
+
+
 def image_response(entry: Entry, cache_status: str, now: float, client_max_age: float,
                    cacheable: bool = True) -> Response:
     """Headers of an image answer (hit or miss): RFC 9211 Cache-Status, Age, our ETag."""
@@ -82,6 +89,7 @@ def image_response(entry: Entry, cache_status: str, now: float, client_max_age: 
     headers = [
         ("Content-Type", entry.content_type),
         ("Content-Length", str(len(entry.body))),
+        ("Accept-Ranges", "bytes"),
         ("ETag", entry.etag),
         ("Cache-Control", cache_control),
         ("Age", str(max(0, int(now - entry.stored_at)))),
@@ -100,6 +108,53 @@ def not_modified(response: Response) -> Response:
     RFC 9110 §15.4.5: Content-Length of a 304 would describe the omitted body; drop it."""
     headers = [h for h in response.headers if h[0] not in ("Content-Type", "Content-Length")]
     return Response(NOT_MODIFIED, headers, b"")
+
+
+def ranged(response: Response, range_header: str, if_range: str | None) -> Response:
+    """A single ``bytes=`` range of an image answer (RFC 9110 §14): 206, or 416 if it
+    cannot be satisfied. Several ranges, a syntax we do not read, or an If-Range that does
+    not match give the whole 200 back, as the RFC allows."""
+    entry = response.entry
+    assert entry is not None
+    if if_range is not None and if_range.strip() not in (entry.etag, entry.last_modified):
+        return response
+    bounds = _single_range(range_header, len(entry.body))
+    if bounds is None:
+        return response
+    size = len(entry.body)
+    headers = [h for h in response.headers if h[0] != "Content-Length"]
+    if bounds is _UNSATISFIABLE:
+        headers = [h for h in headers if h[0] != "Content-Type"]
+        body = b"range not satisfiable\n"
+        headers += [_TEXT, ("Content-Range", f"bytes */{size}"), ("Content-Length", str(len(body)))]
+        return Response(RANGE_NOT_SATISFIABLE, headers, body, None)
+    first, last = bounds
+    part = entry.body[first:last + 1]
+    headers += [("Content-Range", f"bytes {first}-{last}/{size}"), ("Content-Length", str(len(part)))]
+    return Response(PARTIAL, headers, part, entry)
+
+
+_UNSATISFIABLE = (-1, -1)
+_RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
+
+
+def _single_range(header: str, size: int) -> tuple[int, int] | None:
+    match = _RANGE.fullmatch(header)
+    if match is None or "," in header:
+        return None
+    first_text, last_text = match.groups()
+    if not first_text:  # suffix: the last N bytes
+        if not last_text:
+            return None
+        length = int(last_text)
+        return _UNSATISFIABLE if length == 0 or size == 0 else (max(0, size - length), size - 1)
+    first = int(first_text)
+    last = int(last_text) if last_text else size - 1
+    if last_text and last < first:
+        return None
+    if first >= size:
+        return _UNSATISFIABLE
+    return first, min(last, size - 1)
 
 
 def is_not_modified(entry: Entry, if_none_match: str | None, if_modified_since: str | None) -> bool:

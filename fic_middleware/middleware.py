@@ -89,17 +89,41 @@ class FastImageCache:
         except Exception:
             log.exception("unexpected error serving an image")
             return _INTERNAL
+        if response.entry is None:
+            return response
         inm = environ.get("HTTP_IF_NONE_MATCH")
         ims = environ.get("HTTP_IF_MODIFIED_SINCE")
-        if (inm or ims) and response.entry and http.is_not_modified(response.entry, inm, ims):
+        if (inm or ims) and http.is_not_modified(response.entry, inm, ims):
             return http.not_modified(response)
+        range_header = environ.get("HTTP_RANGE")
+        if range_header:
+            return http.ranged(response, range_header, environ.get("HTTP_IF_RANGE"))
         return response
 
     def _client(self, environ: WSGIEnvironment) -> str:
         return client_address(environ.get("REMOTE_ADDR", ""),
                               environ.get("HTTP_X_FORWARDED_FOR"), self.config.trusted_proxies)
 
+    def purge_url(self, url: str) -> int:
+        """Forget the image at an absolute origin URL; entries removed.
+        Raises ValueError for a URL that is not absolute http(s)."""
+        return self.cache.purge(self.router.keys_for_url(url))
+
+    def purge_path(self, path: str) -> int:
+        """Forget the image a client path names (``{prefix}/o/...`` or ``{prefix}/r/...``).
+        Raises RequestError (BadRequest, NotFound...) for a path that names no image."""
+        if not path.startswith(self._prefix + "/"):
+            raise NotFound("not under the prefix")
+        path, _, query = path.partition("?")
+        request = self.router.route(path[self._prefix_len:], query if self._forward_query else "")
+        return self.cache.purge([request.key])
+
+    def purge_all(self) -> int:
+        """Forget every entry; how many there were."""
+        return self.cache.purge_all()
+
     def close(self) -> None:
-        """Release the storage and the connection pools."""
+        """Release the storage, the connection pools and the refresh threads."""
+        self.cache.close()
         self.storage.close()
         self.fetcher.close()

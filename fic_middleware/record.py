@@ -5,9 +5,12 @@ Layout (little-endian)::
     b"FIC" | version u8 | flags u8 | stored_at f64 | expires_at f64 | body digest u64 (xxh3)
     | body length u32 | meta length u16 | header crc32 u32 | meta | body
 
-``meta`` is ``content_type NUL etag NUL last_modified NUL origin_etag`` (latin-1). The body
-digest also names the strong ETag we send. Anything that does not check out raises
-:class:`CorruptRecord`; an unknown version raises :class:`UnknownRecord`. Both are misses.
+``meta`` is ``content_type NUL etag NUL last_modified NUL origin_etag`` (latin-1). Flags:
+``NEGATIVE`` (the origin said 404/410; no body) and ``ENCRYPTED`` (the stored body is
+``nonce | AES-GCM(body)`` with the storage key as associated data, so a record cannot be
+moved to another key). The digest covers the stored body bytes. Anything that does not
+check out raises :class:`CorruptRecord`; an unknown version, or an encrypted record
+without the key (or the reverse), raises :class:`UnknownRecord`. Both are misses.
 
 :class:`Reader` is the hit path's decoder: it hashes the stored record on every read, and
 reuses the entry it decoded before when the record is byte-for-byte the same, so a hit
@@ -16,6 +19,8 @@ costs one hash instead of a parse and a copy of the body.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import struct
 import zlib
 from typing import Any
@@ -27,6 +32,9 @@ VERSION = 1
 _HEADER = struct.Struct("<3sBBddQIHI")
 _CRC_AT = _HEADER.size - 4
 _SEP = b"\0"
+NEGATIVE = 1
+ENCRYPTED = 2
+_NONCE_BYTES = 12
 
 
 class CorruptRecord(Exception):
@@ -41,10 +49,12 @@ class Entry:
     """One cached image, decoded from a record."""
 
     __slots__ = ("body", "content_type", "etag", "last_modified", "origin_etag",
-                 "stored_at", "expires_at", "hit")
+                 "stored_at", "expires_at", "negative", "hit")
 
     def __init__(self, body: bytes, content_type: str, etag: str, last_modified: str | None,
-                 origin_etag: str | None, stored_at: float, expires_at: float) -> None:
+                 origin_etag: str | None, stored_at: float, expires_at: float,
+                 negative: bool = False) -> None:
+        self.negative = negative  # the origin said the image does not exist
         self.body = body
         self.content_type = content_type
         self.etag = etag
@@ -61,21 +71,49 @@ def strong_etag(body: bytes) -> str:
     return f'"{xxh3_64_intdigest(body):016x}"'
 
 
-def encode(entry: Entry) -> bytes:
+class Sealer:
+    """AES-256-GCM for stored bodies (``encryption_key``); needs the ``cryptography`` extra."""
+
+    def __init__(self, secret: str) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        # The secret may be any string: a fixed-purpose hash turns it into a 256-bit key.
+        self._aead = AESGCM(hashlib.sha256(b"fic-middleware-record-v1\0" + secret.encode()).digest())
+
+    def seal(self, key: bytes, body: bytes) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, body, key)
+
+    def open(self, key: bytes, stored: bytes | memoryview) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            return self._aead.decrypt(bytes(stored[:_NONCE_BYTES]), bytes(stored[_NONCE_BYTES:]), key)
+        except InvalidTag:
+            raise CorruptRecord("body does not decrypt") from None
+
+
+def encode(entry: Entry, key: bytes = b"", sealer: Sealer | None = None) -> bytes:
+    """The record for ``entry``; with a sealer the body is encrypted, bound to ``key``."""
     meta = _SEP.join((entry.content_type.encode("latin-1"), entry.etag.encode("latin-1"),
                       (entry.last_modified or "").encode("latin-1"),
                       (entry.origin_etag or "").encode("latin-1")))
-    header = _HEADER.pack(MAGIC, VERSION, 0, entry.stored_at, entry.expires_at,
-                          xxh3_64_intdigest(entry.body), len(entry.body), len(meta), 0)
+    flags = NEGATIVE if entry.negative else 0
+    body = entry.body
+    if sealer is not None:
+        flags |= ENCRYPTED
+        body = sealer.seal(key, body)
+    header = _HEADER.pack(MAGIC, VERSION, flags, entry.stored_at, entry.expires_at,
+                          xxh3_64_intdigest(body), len(body), len(meta), 0)
     crc = zlib.crc32(meta, zlib.crc32(memoryview(header)[:_CRC_AT]))
-    return b"".join((header[:_CRC_AT], crc.to_bytes(4, "little"), meta, entry.body))
+    return b"".join((header[:_CRC_AT], crc.to_bytes(4, "little"), meta, body))
 
 
-def decode(buf: bytes | memoryview) -> Entry:
+def decode(buf: bytes | memoryview, key: bytes = b"", sealer: Sealer | None = None) -> Entry:
     """Check and decode a record; the body is copied out, so ``buf`` may be a transient view."""
     if len(buf) < _HEADER.size:
         raise CorruptRecord("short record")
-    magic, version, _flags, stored_at, expires_at, digest, body_len, meta_len, crc = \
+    magic, version, flags, stored_at, expires_at, digest, body_len, meta_len, crc = \
         _HEADER.unpack_from(buf)
     if magic != MAGIC:
         raise CorruptRecord("bad magic")
@@ -88,12 +126,15 @@ def decode(buf: bytes | memoryview) -> Entry:
     meta = view[_HEADER.size:body_at]
     if zlib.crc32(meta, zlib.crc32(view[:_CRC_AT])) != crc:
         raise CorruptRecord("header checksum mismatch")
-    body = view[body_at:]
-    if xxh3_64_intdigest(body) != digest:
+    stored = view[body_at:]
+    if xxh3_64_intdigest(stored) != digest:
         raise CorruptRecord("body digest mismatch")
+    if bool(flags & ENCRYPTED) != (sealer is not None):
+        raise UnknownRecord("encryption setting differs from the record's")
+    body = sealer.open(key, stored) if sealer is not None else bytes(stored)
     content_type, etag, last_modified, origin_etag = bytes(meta).decode("latin-1").split("\0")
-    return Entry(bytes(body), content_type, etag, last_modified or None, origin_etag or None,
-                 stored_at, expires_at)
+    return Entry(body, content_type, etag, last_modified or None, origin_etag or None,
+                 stored_at, expires_at, bool(flags & NEGATIVE))
 
 
 class Reader:
@@ -106,8 +147,9 @@ class Reader:
     of bodies per process; when full it is emptied and refills with what is hot.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, sealer: Sealer | None = None) -> None:
         self.max_bytes = max_bytes
+        self.sealer = sealer
         self._memo: dict[bytes, tuple[int, Entry]] = {}
         self._bytes = 0
 
@@ -117,7 +159,7 @@ class Reader:
         digest = xxh3_64_intdigest(buf)
         if found is not None and found[0] == digest:
             return found[1]
-        entry = decode(buf)
+        entry = decode(buf, key, self.sealer)
         size = len(entry.body)
         if size <= self.max_bytes:
             if found is not None:

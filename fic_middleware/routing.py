@@ -106,6 +106,16 @@ class Router:
             url = f"{url}?{normalize_query(query)}"
         return ImageRequest(url, cache_key(url, identity), headers)
 
+    def keys_for_url(self, url: str) -> list[bytes]:
+        """Every key an absolute origin URL may be stored under: as a remote URL, and as a
+        path of each mapped origin whose base it is under (with that origin's headers)."""
+        canonical = canonical_url(url)
+        keys = [cache_key(canonical)]
+        for base, _headers, identity in self.origins.values():
+            if canonical.startswith(base + "/") and identity:
+                keys.append(cache_key(canonical, identity))
+        return keys
+
     def _remote(self, rest: str) -> ImageRequest:
         if not self.keys:
             raise NotFound("remote URLs are not enabled")

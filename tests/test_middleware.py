@@ -176,7 +176,7 @@ def test_private_origin_response_is_not_stored_and_cookies_are_dropped(
 
 
 def test_expired_entry_is_revalidated_with_the_origin(make_mw: Any, origin: Origin) -> None:
-    client = webtest.TestApp(make_mw(min_ttl=0, forward_query=True))
+    client = webtest.TestApp(make_mw(min_ttl=0, forward_query=True, stale_while_revalidate=0))
     client.get("/_fic/o/t/img/rv.png?cc=no-cache")
     response = client.get("/_fic/o/t/img/rv.png?cc=no-cache")
     assert response.headers["Cache-Status"] == "fic; fwd=stale; stored"

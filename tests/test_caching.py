@@ -1,0 +1,312 @@
+"""Freshness, revalidation, stale serving, negative caching, ranges, purge, encryption."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import pytest
+import webtest
+
+from fic_middleware import ConfigError, FastImageCache, sign_url
+from fic_middleware.http import clamp, freshness_lifetime
+
+from .conftest import Origin
+from .images import png
+
+NOW = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def timed(make_mw: Any, clock: Clock) -> Any:
+    """A middleware factory whose cache runs on a clock the test moves."""
+    def make(**options: Any) -> tuple[webtest.TestApp, FastImageCache]:
+        options.setdefault("forward_query", True)
+        mw = make_mw(**options)
+        mw.cache.clock = clock
+        return webtest.TestApp(mw), mw
+    return make
+
+
+# --- freshness -----------------------------------------------------------------------------
+
+HTTP_DATE = "Fri, 15 Jan 2027 08:00:00 GMT"  # 1_800_000_000 - 3_200 s... parsed below
+
+
+@pytest.mark.parametrize("cache_control, expires, date, lifetime", [
+    pytest.param("max-age=100", None, None, 100, id="max-age"),
+    pytest.param("max-age=100, s-maxage=50", None, None, 50, id="s-maxage wins (shared cache)"),
+    pytest.param("public, max-age=0", None, None, 0, id="max-age=0"),
+    pytest.param("no-cache", None, None, 0, id="no-cache: store, always revalidate"),
+    pytest.param("no-store", None, None, None, id="no-store"),
+    pytest.param("private, max-age=100", None, None, None, id="private"),
+    pytest.param(None, "Thu, 01 Jan 2026 00:01:40 GMT", "Thu, 01 Jan 2026 00:00:00 GMT", 100,
+                 id="Expires minus the origin's Date"),
+    pytest.param("max-age=7", "Thu, 01 Jan 2026 00:01:40 GMT", "Thu, 01 Jan 2026 00:00:00 GMT", 7,
+                 id="max-age beats Expires"),
+    pytest.param(None, "0", None, 0, id="invalid Expires is already expired"),
+    pytest.param(None, None, None, 555, id="nothing said: default"),
+    pytest.param("max-age=abc", None, None, 555, id="unreadable max-age: default"),
+])
+def test_freshness_lifetime(cache_control: str | None, expires: str | None, date: str | None,
+                            lifetime: float | None) -> None:
+    assert freshness_lifetime(cache_control, expires, date, 555, NOW) == lifetime
+
+
+@pytest.mark.parametrize("lifetime, expected", [(5, 60), (100, 100), (10**9, 3600), (0, 0)])
+def test_clamp(lifetime: float, expected: float) -> None:
+    assert clamp(lifetime, 60, 3600) == expected
+
+
+def test_hit_until_expiry_then_refetch(timed: Any, clock: Clock, origin: Origin) -> None:
+    client, _ = timed(stale_while_revalidate=0, min_ttl=0)
+    client.get("/_fic/o/t/img/f.png?cc=max-age%3D100")
+    clock.now += 99
+    response = client.get("/_fic/o/t/img/f.png?cc=max-age%3D100")
+    assert response.headers["Cache-Status"] == "fic; hit"
+    assert (response.headers["Age"], response.headers["Cache-Control"]) == ("99", "public, max-age=1")
+    clock.now += 2
+    assert client.get("/_fic/o/t/img/f.png?cc=max-age%3D100").headers["Cache-Status"] == \
+        "fic; fwd=stale; stored"
+    assert origin.hits["/img/f.png"] == 2
+
+
+def test_ttl_is_clamped(timed: Any, clock: Clock) -> None:
+    client, _ = timed(min_ttl="10m", max_ttl="1h", stale_while_revalidate=0)
+    short = client.get("/_fic/o/t/img/c1.png?cc=max-age%3D5")
+    assert short.headers["Cache-Control"] == "public, max-age=600"
+    long = client.get("/_fic/o/t/img/c2.png?cc=max-age%3D999999")
+    assert long.headers["Cache-Control"] == "public, max-age=3600"
+
+
+def test_default_ttl_when_the_origin_says_nothing(timed: Any) -> None:
+    client, _ = timed(default_ttl="2h", client_max_age="1d")
+    response = client.get("/_fic/o/t/jpeg/x.jpg")
+    assert response.headers["Cache-Control"] == "public, max-age=7200"
+
+
+def test_origin_age_counts_against_freshness(timed: Any, raw_origin: Any) -> None:
+    client, _ = timed(origins={"raw": raw_origin.base}, min_ttl=0)
+    body = png("aged")
+    raw_origin.responses["/aged.png"] = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nCache-Control: max-age=100\r\n"
+        b"Age: 40\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    assert client.get("/_fic/o/raw/aged.png").headers["Cache-Control"] == "public, max-age=60"
+
+
+# --- revalidation and stale serving ---------------------------------------------------------
+
+def test_revalidation_uses_origin_validators_and_keeps_our_etag(timed: Any, clock: Clock,
+                                                               origin: Origin) -> None:
+    client, _ = timed(stale_while_revalidate=0, min_ttl=0)
+    first = client.get("/_fic/o/t/img/rv.png?cc=max-age%3D10")
+    clock.now += 11
+    second = client.get("/_fic/o/t/img/rv.png?cc=max-age%3D10")
+    assert second.headers["Cache-Status"] == "fic; fwd=stale; stored"
+    assert second.headers["ETag"] == first.headers["ETag"]
+    request = origin.seen[1]
+    assert request.headers["If-None-Match"] and request.headers["If-Modified-Since"]
+    assert client.get("/_fic/o/t/img/rv.png?cc=max-age%3D10").headers["Cache-Status"] == "fic; hit"
+
+
+def test_stale_while_revalidate_serves_stale_and_refreshes_once(timed: Any, clock: Clock,
+                                                                origin: Origin) -> None:
+    client, mw = timed(stale_while_revalidate="60s", min_ttl=0)
+    client.get("/_fic/o/t/slow/0.3/swr.png")  # default_ttl: 1 day
+    clock.now += 86400 + 5  # expired 5 s ago, inside the 60 s window
+    for _ in range(5):
+        response = client.get("/_fic/o/t/slow/0.3/swr.png")
+        assert response.headers["Cache-Status"] == "fic; hit; fwd=stale"
+        assert response.headers["Cache-Control"] == "public, max-age=0"
+        assert response.body == png("0.3/swr.png")
+    deadline = time.monotonic() + 5
+    while mw.cache._refreshing and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert origin.hits["/slow/0.3/swr.png"] == 2  # the first fetch and one refresh
+    assert client.get("/_fic/o/t/slow/0.3/swr.png").headers["Cache-Status"] == "fic; hit"
+
+
+def test_past_the_revalidate_window_the_client_waits(timed: Any, clock: Clock) -> None:
+    client, _ = timed(stale_while_revalidate="60s")
+    client.get("/_fic/o/t/img/late.png")
+    clock.now += 86400 + 61
+    assert client.get("/_fic/o/t/img/late.png").headers["Cache-Status"] == "fic; fwd=stale; stored"
+
+
+def test_stale_if_error(timed: Any, clock: Clock, raw_origin: Any) -> None:
+    client, _ = timed(origins={"raw": raw_origin.base}, stale_while_revalidate=0,
+                      stale_if_error="1h")
+    body = png("sie")
+    raw_origin.responses["/sie.png"] = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nCache-Control: max-age=60\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    client.get("/_fic/o/raw/sie.png")
+    raw_origin.responses["/sie.png"] = b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"
+    clock.now += 70
+    response = client.get("/_fic/o/raw/sie.png")
+    assert response.headers["Cache-Status"] == "fic; hit; fwd=stale; detail=stale-if-error"
+    assert response.body == body
+    clock.now += 3600
+    client.get("/_fic/o/raw/sie.png", status=502)  # past stale_if_error
+
+
+# --- negative caching -----------------------------------------------------------------------
+
+def test_origin_404_is_remembered(timed: Any, clock: Clock, origin: Origin) -> None:
+    client, _ = timed(negative_ttl="30s")
+    client.get("/_fic/o/t/status/404", status=404)
+    response = client.get("/_fic/o/t/status/404", status=404)
+    assert response.headers["Cache-Status"] == "fic; hit"
+    assert origin.hits["/status/404"] == 1
+    clock.now += 31
+    client.get("/_fic/o/t/status/404", status=404)
+    assert origin.hits["/status/404"] == 2
+
+
+def test_negative_ttl_zero_remembers_nothing(timed: Any, origin: Origin) -> None:
+    client, _ = timed(negative_ttl=0)
+    client.get("/_fic/o/t/status/410", status=404)
+    client.get("/_fic/o/t/status/410", status=404)
+    assert origin.hits["/status/410"] == 2
+
+
+def test_errors_are_not_cached(timed: Any, origin: Origin) -> None:
+    client, _ = timed()
+    client.get("/_fic/o/t/status/500", status=502)
+    client.get("/_fic/o/t/status/500", status=502)
+    assert origin.hits["/status/500"] == 2
+
+
+# --- ranges ---------------------------------------------------------------------------------
+
+IMG = "/_fic/o/t/img/range.png"
+
+
+@pytest.mark.parametrize("header, status, part", [
+    pytest.param("bytes=0-9", 206, slice(0, 10), id="first ten"),
+    pytest.param("bytes=10-", 206, slice(10, None), id="open-ended"),
+    pytest.param("bytes=-5", 206, slice(-5, None), id="suffix"),
+    pytest.param("bytes=5-100000", 206, slice(5, None), id="end past the size"),
+    pytest.param("bytes=0-0", 206, slice(0, 1), id="one byte"),
+    pytest.param("bytes=0-1,4-5", 200, slice(None), id="several ranges: whole"),
+    pytest.param("items=0-1", 200, slice(None), id="other unit: whole"),
+    pytest.param("bytes=9-3", 200, slice(None), id="backwards: ignored"),
+])
+def test_ranges(client: webtest.TestApp, header: str, status: int, part: slice) -> None:
+    response = client.get(IMG, headers={"Range": header}, status=status)
+    body = png("range.png")
+    assert response.body == body[part]
+    assert response.headers["Content-Length"] == str(len(body[part]))
+    if status == 206:
+        first = range(len(body))[part][0]
+        assert response.headers["Content-Range"] == f"bytes {first}-{first + len(body[part]) - 1}/{len(body)}"
+
+
+@pytest.mark.parametrize("header", ["bytes=100000-", "bytes=-0"])
+def test_unsatisfiable_range(client: webtest.TestApp, header: str) -> None:
+    response = client.get(IMG, headers={"Range": header}, status=416)
+    assert response.headers["Content-Range"] == f"bytes */{len(png('range.png'))}"
+
+
+def test_if_range(client: webtest.TestApp) -> None:
+    etag = client.get(IMG).headers["ETag"]
+    assert client.get(IMG, headers={"Range": "bytes=0-3", "If-Range": etag}).status_int == 206
+    assert client.get(IMG, headers={"Range": "bytes=0-3", "If-Range": '"old"'}).status_int == 200
+
+
+def test_head_with_range(client: webtest.TestApp) -> None:
+    response = client.head(IMG, headers={"Range": "bytes=0-3"}, status=206)
+    assert response.body == b"" and response.headers["Content-Length"] == "4"
+
+
+# --- purge ----------------------------------------------------------------------------------
+
+def test_purge_path_url_and_all(make_mw: Any, origin: Origin) -> None:
+    mw: FastImageCache = make_mw(signing_key="purge-test-key-0123456789",
+                                 origin_headers={"t": {"X-Key": "k"}})
+    client = webtest.TestApp(mw)
+    for name in ("p1", "p2", "p3"):
+        client.get(f"/_fic/o/t/img/{name}.png")
+    client.get(sign_url(f"{origin.base}/img/p4.png", "purge-test-key-0123456789"))
+    assert mw.purge_path("/_fic/o/t/img/p1.png") == 1
+    assert mw.purge_url(f"{origin.base}/img/p2.png") == 1  # stored with the origin's headers
+    assert mw.purge_url(f"{origin.base}/img/p4.png") == 1  # stored as a remote URL
+    assert client.get("/_fic/o/t/img/p1.png").headers["Cache-Status"] == "fic; fwd=miss; stored"
+    assert client.get("/_fic/o/t/img/p3.png").headers["Cache-Status"] == "fic; hit"
+    assert mw.purge_all() == 2  # p1 (fetched again) and p3
+    assert mw.storage.stats()["entries"] == 0
+
+
+def test_purge_of_something_not_stored(make_mw: Any, origin: Origin) -> None:
+    mw = make_mw()
+    assert mw.purge_url(f"{origin.base}/img/never.png") == 0
+    with pytest.raises(ValueError):
+        mw.purge_url("not a url")
+
+
+# --- encryption at rest ---------------------------------------------------------------------
+
+def stored_values(cache_dir: Path) -> list[bytes]:
+    env = lmdb.open(str(cache_dir), max_dbs=8, readonly=True, lock=False)
+    try:
+        with env.begin(db=env.open_db(b"records", create=False)) as txn:
+            return [bytes(v) for _, v in txn.cursor()]
+    finally:
+        env.close()
+
+
+def test_encrypted_bodies_are_not_stored_in_clear(make_mw: Any, tmp_path: Path) -> None:
+    mw = make_mw(encryption_key="at-rest-secret")
+    client = webtest.TestApp(mw)
+    body = png("secret.png")
+    assert client.get("/_fic/o/t/img/secret.png").body == body
+    mw.close()
+    (value,) = stored_values(tmp_path / "cache")
+    assert body not in value and body[16:48] not in value
+    mw = make_mw(encryption_key="at-rest-secret")
+    response = webtest.TestApp(mw).get("/_fic/o/t/img/secret.png")
+    assert response.headers["Cache-Status"] == "fic; hit" and response.body == body
+
+
+def test_other_encryption_key_is_a_miss_not_garbage(make_mw: Any, origin: Origin) -> None:
+    webtest.TestApp(make_mw(encryption_key="key-one")).get("/_fic/o/t/img/k.png")
+    response = webtest.TestApp(make_mw(encryption_key="key-two")).get("/_fic/o/t/img/k.png")
+    assert response.body == png("k.png")
+    assert response.headers["Cache-Status"] == "fic; fwd=miss; stored"
+    assert origin.hits["/img/k.png"] == 2
+
+
+def test_turning_encryption_off_makes_old_records_misses(make_mw: Any, origin: Origin) -> None:
+    webtest.TestApp(make_mw(encryption_key="key-one")).get("/_fic/o/t/img/off.png")
+    response = webtest.TestApp(make_mw()).get("/_fic/o/t/img/off.png")
+    assert response.body == png("off.png") and origin.hits["/img/off.png"] == 2
+
+
+def test_encryption_key_file(make_mw: Any, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("from-a-file\n")
+    mw = make_mw(encryption_key_file=str(key_file))
+    assert mw.config.encryption_key == "from-a-file"
+    assert "from-a-file" not in repr(mw.config)
+
+
+def test_empty_encryption_key_file(make_mw: Any, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("\n")
+    with pytest.raises(ConfigError, match="^encryption_key_file:"):
+        make_mw(encryption_key_file=str(key_file))
