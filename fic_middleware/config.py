@@ -317,6 +317,8 @@ OPTIONS: tuple[Option, ...] = (
     # Off by default: a page of new images is a burst of misses from one client.
     Option("miss_rate", _optional(_float), None, "Misses per second per client address."),
     Option("miss_burst", _positive, 20, "Misses a client may make at once (token bucket size)."),
+    Option("lock_timeout", _duration, 10.0,
+           "How long a request waits for another one's fetch of the same image."),
     Option("max_inflight_fetches", _positive, 64, "Origin fetches at once per process; more get 503."),
     Option("trusted_proxies", _networks, (),
            "Proxies whose X-Forwarded-For names the client (REMOTE_ADDR otherwise)."),
@@ -364,6 +366,7 @@ class Config:
     allowed_hosts: tuple[str, ...]
     miss_rate: float | None
     miss_burst: int
+    lock_timeout: float
     max_inflight_fetches: int
     trusted_proxies: tuple[Network, ...]
     config_file: str | None

@@ -1,7 +1,9 @@
 """The cache: hit, stale, miss, revalidate, store, purge. No WSGI, no urllib3: a storage and a
 fetcher.
 
-Freshness follows RFC 9111 (see :func:`http.freshness_lifetime`), clamped by the operator.
+One fetch per key at a time (:mod:`locking`): other requests for it wait and are served
+what the leader stored. Freshness follows RFC 9111 (see :func:`http.freshness_lifetime`),
+clamped by the operator.
 Past it, an entry is still served for ``stale_while_revalidate`` seconds while one
 background fetch refreshes it, and for ``stale_if_error`` seconds when the origin fails.
 An origin's 404/410 is remembered for ``negative_ttl`` seconds.
@@ -10,6 +12,7 @@ An origin's 404/410 is remembered for ``negative_ttl`` seconds.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +23,7 @@ from .config import Config
 from .errors import NotFound, OriginError, OriginTimeout, RequestError
 from .fetch import Fetched, Fetcher
 from .limits import InflightLimiter, MissLimiter
+from .locking import HostLocks, Lock, ProcessOnly, SingleFlight
 from .record import CorruptRecord, Entry, Reader, Sealer, UnknownRecord, encode, strong_etag
 from .routing import ImageRequest
 from .storage import Storage
@@ -46,6 +50,9 @@ class ImageCache:
         self.inflight = InflightLimiter(config.max_inflight_fetches)
         self.miss_limiter = (MissLimiter(config.miss_rate, config.miss_burst)
                              if config.miss_rate is not None else None)
+        self.flights = SingleFlight()
+        self.locks: Lock = (HostLocks(os.path.join(config.cache_dir, "fic.lock"))
+                            if config.backend == "lmdb" and config.cache_dir else ProcessOnly())
         self._refreshing: set[bytes] = set()
         self._refresh_lock = threading.Lock()
         self._refresher: ThreadPoolExecutor | None = None
@@ -86,10 +93,63 @@ class ImageCache:
             log.error("cache read failed", exc_info=exc)
 
     def _fetch(self, request: ImageRequest, stale: Entry | None, client: str) -> http.Response:
+        """Fetch once per key in this process; the other threads wait for the leader."""
         if self.miss_limiter is not None:
             self.miss_limiter.take(client)
         if stale is not None and stale.negative:
             stale = None
+        key = request.key
+        flight, leader = self.flights.join(key)
+        if not leader:
+            flight.done.wait(self.config.lock_timeout)
+            collapsed = self._collapsed(key)
+            if collapsed is not None:
+                return collapsed
+            if flight.error is not None:
+                raise flight.error
+            return self._fetch_locked(request, stale)  # the leader's answer was not stored
+        try:
+            response = self._fetch_locked(request, stale)
+        except BaseException as exc:
+            self.flights.land(key, flight, exc)
+            raise
+        self.flights.land(key, flight)
+        return response
+
+    def _fetch_locked(self, request: ImageRequest, stale: Entry | None) -> http.Response:
+        """Fetch once per key on this host: wait for another process's fetch if there is one
+        (it is served as soon as it is stored), take over if its process dies."""
+        key = request.key
+        if not self.locks.acquire(key, self.config.lock_timeout,
+                                  lambda: self._collapsed(key) is not None):
+            collapsed = self._collapsed(key)
+            if collapsed is not None:
+                return collapsed
+            log.warning("waited lock_timeout for another fetch of %s; fetching", request.url)
+            return self._fetch_origin(request, stale)
+        try:
+            # Another process may have stored it between our look and our lock.
+            collapsed = self._collapsed(key)
+            if collapsed is not None:
+                return collapsed
+            return self._fetch_origin(request, stale)
+        finally:
+            self.locks.release(key)
+
+    def _collapsed(self, key: bytes) -> http.Response | None:
+        """The answer for a request that waited on another's fetch, if that one stored."""
+        try:
+            entry = self._get(key, self._decode)
+        except Exception:
+            return None
+        now = self.clock()
+        if entry is None or now >= entry.expires_at:
+            return None
+        if entry.negative:
+            return http.NEGATIVE_HIT
+        return http.image_response(entry, http.COLLAPSED, now, self._client_max_age)
+
+    def _fetch_origin(self, request: ImageRequest, stale: Entry | None) -> http.Response:
         try:
             with self.inflight.slot():
                 fetched = self.fetcher.fetch(request.url, request.headers, _validators(stale))
@@ -192,6 +252,7 @@ class ImageCache:
         if self._refresher is not None:
             self._refresher.shutdown(wait=True)
             self._refresher = None
+        self.locks.close()
 
 
 def _validators(stale: Entry | None) -> dict[str, str] | None:

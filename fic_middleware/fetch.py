@@ -156,8 +156,13 @@ class Fetcher:
             try:
                 if response.status in _REDIRECTS:
                     url = _next_hop(url, response.headers.get("Location"))
+                    response.close()  # its body is not worth reading
                     continue
                 return self._read(response, validators is not None, deadline)
+            except BaseException:
+                # Unread body: the connection cannot be reused (and draining could be huge).
+                response.close()
+                raise
             finally:
                 response.release_conn()
         raise OriginError("origin redirected too many times")

@@ -25,6 +25,8 @@ HIT = "fic; hit"
 # Served from the cache while a background fetch refreshes it (RFC 5861 semantics).
 STALE_HIT = "fic; hit; fwd=stale"
 STALE_IF_ERROR = "fic; hit; fwd=stale; detail=stale-if-error"
+# Waited for another request's fetch of the same image, then served what it stored.
+COLLAPSED = "fic; fwd=miss; collapsed"
 
 
 def status_line(status: HTTPStatus) -> str:
