@@ -304,6 +304,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("encryption_key", _optional(_secret_str), None,
            "Encrypt stored bodies (AES-GCM); needs fic-middleware[encryption].", secret=True),
     Option("encryption_key_file", _optional(_str), None, "File holding the encryption_key."),
+    # L2: hosts share fetched records through Redis; a dead Redis never fails a request.
+    Option("redis_url", _optional(_secret_str), None,
+           "redis://host:port/db of the shared tier (needs fic-middleware[redis]).", secret=True),
     # Remote mode ({prefix}/r/{sig}/{b64url}) is off until a key is configured.
     Option("signing_key", _optional(_secret_str), None, "HMAC key that signs and verifies remote URLs.",
            secret=True),
@@ -360,6 +363,7 @@ class Config:
     negative_ttl: float
     encryption_key: str | None
     encryption_key_file: str | None
+    redis_url: str | None
     signing_key: str | None
     signing_keys: tuple[str, ...]
     signing_key_file: str | None
@@ -481,6 +485,14 @@ def _check(values: dict[str, Any]) -> None:
         values["encryption_key"] = keys[0]
     if values["encryption_key"] == "":
         raise ConfigError("encryption_key: must not be empty")
+    if values["redis_url"]:
+        if not values["redis_url"].startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("redis_url: expected redis://, rediss:// or unix://, got '***'")
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise ConfigError("redis_url: needs the redis package "
+                              "(pip install 'fic-middleware[redis]')") from None
     if values["encryption_key"]:
         try:
             import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401

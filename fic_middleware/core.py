@@ -23,7 +23,8 @@ from .config import Config
 from .errors import NotFound, OriginError, OriginTimeout, RequestError
 from .fetch import Fetched, Fetcher
 from .limits import InflightLimiter, MissLimiter
-from .locking import HostLocks, Lock, ProcessOnly, SingleFlight
+from .locking import HostLocks, Lock, LockChain, ProcessOnly, SingleFlight
+from .redis_tier import RedisTier
 from .record import CorruptRecord, Entry, Reader, Sealer, UnknownRecord, encode, strong_etag
 from .routing import ImageRequest
 from .storage import Storage
@@ -53,6 +54,11 @@ class ImageCache:
         self.flights = SingleFlight()
         self.locks: Lock = (HostLocks(os.path.join(config.cache_dir, "fic.lock"))
                             if config.backend == "lmdb" and config.cache_dir else ProcessOnly())
+        self.shared: RedisTier | None = None
+        if config.redis_url:
+            # A host that died mid-fetch holds its Redis lock until this runs out.
+            self.shared = RedisTier(config.redis_url, lock_ttl=config.total_timeout + 5)
+            self.locks = LockChain(self.locks, self.shared)
         self._refreshing: set[bytes] = set()
         self._refresh_lock = threading.Lock()
         self._refresher: ThreadPoolExecutor | None = None
@@ -75,6 +81,12 @@ class ImageCache:
             if entry.negative:
                 return http.NEGATIVE_HIT
             return http.hit_response(entry, now, self._client_max_age)
+        if entry is None and self.shared is not None:
+            entry = self._from_shared(request.key)
+            if entry is not None and now < entry.expires_at:
+                if entry.negative:
+                    return http.NEGATIVE_HIT
+                return http.image_response(entry, http.SHARED_HIT, now, self._client_max_age)
         if entry is not None and not entry.negative and \
                 now < entry.expires_at + self.config.stale_while_revalidate:
             self._refresh_later(request, entry)
@@ -142,6 +154,8 @@ class ImageCache:
             entry = self._get(key, self._decode)
         except Exception:
             return None
+        if entry is None and self.shared is not None:
+            entry = self._from_shared(key)
         now = self.clock()
         if entry is None or now >= entry.expires_at:
             return None
@@ -224,9 +238,34 @@ class ImageCache:
         etag = stale.etag if stale is not None else strong_etag(body)
         return Entry(body, content_type, etag, last_modified, origin_etag, now, now)
 
-    def _store(self, key: bytes, entry: Entry) -> bool:
+    def _from_shared(self, key: bytes) -> Entry | None:
+        """An entry from the Redis tier, checked like any record and kept in L1 too."""
+        assert self.shared is not None
+        record = self.shared.get(key)
+        if record is None:
+            return None
         try:
-            stored = self.storage.put(key, encode(entry, key, self.sealer), entry.expires_at)
+            entry = self.reader.decode(key, record)
+        except CorruptRecord as exc:
+            self.corrupt_records += 1
+            log.warning("dropping a corrupt record from the redis tier (%s)", exc)
+            self.shared.delete(key)
+            return None
+        self._put_l1(key, record, entry.expires_at)
+        return entry
+
+    def _store(self, key: bytes, entry: Entry) -> bool:
+        record = encode(entry, key, self.sealer)
+        if self.shared is not None:
+            # Kept as long as it may still be served stale.
+            keep = entry.expires_at - self.clock() + max(self.config.stale_if_error,
+                                                         self.config.stale_while_revalidate)
+            self.shared.put(key, record, keep)
+        return self._put_l1(key, record, entry.expires_at)
+
+    def _put_l1(self, key: bytes, record: bytes, expires_at: float) -> bool:
+        try:
+            stored = self.storage.put(key, record, expires_at)
         except Exception:  # serve what we fetched even if the disk says no
             log.exception("cache write failed")
             return False
@@ -242,17 +281,22 @@ class ImageCache:
             return False
 
     def purge(self, keys: list[bytes]) -> int:
-        """Forget these entries; how many there were."""
+        """Forget these entries, here and in the shared tier; how many this host had."""
+        if self.shared is not None:
+            for key in keys:
+                self.shared.delete(key)
         return sum(self._delete(key) for key in keys)
 
     def purge_all(self) -> int:
+        if self.shared is not None:
+            self.shared.clear()
         return self.storage.clear()
 
     def close(self) -> None:
         if self._refresher is not None:
             self._refresher.shutdown(wait=True)
             self._refresher = None
-        self.locks.close()
+        self.locks.close()  # the Redis tier too, when it is in the chain
 
 
 def _validators(stale: Entry | None) -> dict[str, str] | None:

@@ -22,6 +22,7 @@ _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _NO_STORE = ("Cache-Control", "no-store")
 
 HIT = "fic; hit"
+SHARED_HIT = "fic; hit; detail=shared"  # from the Redis tier, now in this host's cache too
 # Served from the cache while a background fetch refreshes it (RFC 5861 semantics).
 STALE_HIT = "fic; hit; fwd=stale"
 STALE_IF_ERROR = "fic; hit; fwd=stale; detail=stale-if-error"

@@ -95,6 +95,30 @@ class ProcessOnly:
         """Nothing to release."""
 
 
+class LockChain:
+    """Both locks, in order (the host's first, so one process per host asks Redis)."""
+
+    def __init__(self, first: Lock, second: Lock) -> None:
+        self.first, self.second = first, second
+
+    def acquire(self, key: bytes, timeout: float, ready: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + timeout
+        if not self.first.acquire(key, timeout, ready):
+            return False
+        if self.second.acquire(key, max(0.0, deadline - time.monotonic()), ready):
+            return True
+        self.first.release(key)
+        return False
+
+    def release(self, key: bytes) -> None:
+        self.second.release(key)
+        self.first.release(key)
+
+    def close(self) -> None:
+        self.second.close()
+        self.first.close()
+
+
 class HostLocks:
     """``fcntl`` byte-range locks on ``path``, one byte per key (offset from the key)."""
 

@@ -23,6 +23,7 @@ from werkzeug.wrappers import Request, Response
 from fic_middleware import FastImageCache
 
 from .images import gif, jpeg, png
+from .servers import RedisServer
 
 # tests/netns runs only inside the private network namespace that tests/test_netns.py makes.
 collect_ignore = [] if os.environ.get("NETNS_SUITE") == "1" else ["netns"]
@@ -200,6 +201,14 @@ def raw_origin() -> Iterator[RawOrigin]:
     origin = RawOrigin()
     yield origin
     origin.close()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own (tests stop and start it)."""
+    server = RedisServer()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

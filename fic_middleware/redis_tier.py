@@ -1,0 +1,109 @@
+"""The shared tier: records in Redis, shared by the hosts that point ``redis_url`` at it.
+
+Each host keeps its LMDB cache (L1); a miss there asks Redis (L2) before the origin, and a
+fetch stores in both. A lock with ``SET NX PX`` makes one host fetch a key while the others
+wait. Redis is a helper, never a dependency of a request: every call has short timeouts,
+a failure is counted and logged at most once a minute, and after one the tier is skipped
+for a few seconds (so a dead Redis costs nothing per request).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .locking import wait_for
+
+log = logging.getLogger("fic_middleware")
+
+# Redis is on the LAN: an answer slower than this is as good as none.
+_TIMEOUT = 0.25
+_BACKOFF = 5.0  # seconds the tier is skipped after a failure
+_LOG_EVERY = 60.0
+# Compare-and-delete: only the holder's token releases a lock.
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+class RedisTier:
+    """Records and fetch locks in Redis; every method swallows Redis failures."""
+
+    def __init__(self, url: str, *, lock_ttl: float, prefix: str = "fic:") -> None:
+        try:
+            import redis
+        except ImportError as exc:  # checked by Config too; kept for direct use
+            raise ImportError("redis_url needs the redis package: "
+                              "pip install 'fic-middleware[redis]'") from exc
+        self.client = redis.Redis.from_url(url, socket_timeout=_TIMEOUT,
+                                           socket_connect_timeout=_TIMEOUT,
+                                           health_check_interval=30)
+        self.prefix = prefix.encode()
+        self.lock_ttl_ms = int(lock_ttl * 1000)
+        self.failures = 0
+        self._down_until = 0.0
+        self._logged_at = -_LOG_EVERY
+        self._tokens: dict[bytes, bytes] = {}
+        self._lock = threading.Lock()
+
+    def _call(self, what: str, action: Callable[[], Any], default: Any) -> Any:
+        now = time.monotonic()
+        if now < self._down_until:
+            return default
+        try:
+            return action()
+        except Exception as exc:  # redis.RedisError, OSError...: never the request's problem
+            with self._lock:
+                self.failures += 1
+                self._down_until = now + _BACKOFF
+                if now - self._logged_at >= _LOG_EVERY:
+                    self._logged_at = now
+                    log.warning("redis tier unavailable (%s failed: %s); serving without it "
+                                "(%d failures so far)", what, type(exc).__name__, self.failures)
+            return default
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._call("get", lambda: self.client.get(self.prefix + key), None)
+        return value
+
+    def put(self, key: bytes, record: bytes, ttl: float) -> None:
+        """Keep ``record`` for ``ttl`` seconds (at least one)."""
+        self._call("set", lambda: self.client.set(self.prefix + key, record,
+                                                  px=max(1000, int(ttl * 1000))), None)
+
+    def delete(self, key: bytes) -> bool:
+        return bool(self._call("delete", lambda: self.client.delete(self.prefix + key), 0))
+
+    def clear(self) -> int:
+        def drop_all() -> int:
+            count = 0
+            for name in self.client.scan_iter(match=self.prefix + b"*", count=1000):
+                count += int(self.client.delete(name))
+            return count
+        return int(self._call("clear", drop_all, 0))
+
+    def acquire(self, key: bytes, timeout: float, ready: Callable[[], bool]) -> bool:
+        """Hold ``key``'s fetch lock across hosts. Without Redis, go ahead (True)."""
+        name = self.prefix + b"lock:" + key
+        token = secrets.token_bytes(16)
+
+        def try_lock() -> bool:
+            taken = self._call("lock", lambda: self.client.set(name, token, nx=True,
+                                                               px=self.lock_ttl_ms), "down")
+            return taken == "down" or bool(taken)
+
+        if wait_for(try_lock, timeout, ready):
+            self._tokens[key] = token
+            return True
+        return False
+
+    def release(self, key: bytes) -> None:
+        token = self._tokens.pop(key, None)
+        if token is not None:
+            self._call("unlock", lambda: self.client.eval(_RELEASE, 1, self.prefix + b"lock:" + key,
+                                                          token), None)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,103 @@
+"""The Redis tier against a real redis-server: hosts share fetches, and a dead Redis costs
+nothing but the sharing."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import webtest
+
+from fic_middleware import ConfigError, FastImageCache
+
+from .conftest import Origin
+from .images import png
+from .servers import RedisServer
+
+
+@pytest.fixture
+def hosts(make_mw: Any, tmp_path: Path, redis_server: RedisServer) -> Any:
+    """Middlewares standing for separate hosts: own cache dirs, one Redis."""
+    def make(name: str, **options: Any) -> FastImageCache:
+        return make_mw(cache_dir=str(tmp_path / name), redis_url=redis_server.url, **options)
+    return make
+
+
+def test_second_host_is_served_from_redis(hosts: Any, origin: Origin) -> None:
+    a, b = webtest.TestApp(hosts("a")), webtest.TestApp(hosts("b"))
+    assert a.get("/_fic/o/t/img/shared.png").headers["Cache-Status"] == "fic; fwd=miss; stored"
+    response = b.get("/_fic/o/t/img/shared.png")
+    assert response.headers["Cache-Status"] == "fic; hit; detail=shared"
+    assert response.body == png("shared.png")
+    assert b.get("/_fic/o/t/img/shared.png").headers["Cache-Status"] == "fic; hit"  # now in L1
+    assert origin.hits["/img/shared.png"] == 1
+
+
+def test_hosts_stampede_makes_one_fetch(hosts: Any, origin: Origin) -> None:
+    apps = [hosts("a"), hosts("b"), hosts("c")]
+
+    def get(i: int) -> Any:
+        return webtest.TestApp(apps[i % 3]).get("/_fic/o/t/slow/0.5/herd.png")
+
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(get, range(12)))
+    assert {r.body for r in responses} == {png("0.5/herd.png")}
+    assert origin.hits["/slow/0.5/herd.png"] == 1
+
+
+def test_corrupt_record_in_redis_is_not_served(hosts: Any, origin: Origin,
+                                               redis_server: RedisServer) -> None:
+    a = hosts("a")
+    webtest.TestApp(a).get("/_fic/o/t/img/bad.png")
+    client = redis.Redis.from_url(redis_server.url)
+    (name,) = [n for n in client.keys("fic:*") if b"lock:" not in n]
+    damaged = bytearray(client.get(name))
+    damaged[-1] ^= 0xFF
+    client.set(name, bytes(damaged))
+    client.close()
+    b = hosts("b")
+    response = webtest.TestApp(b).get("/_fic/o/t/img/bad.png")
+    assert response.body == png("bad.png")
+    assert response.headers["Cache-Status"] == "fic; fwd=miss; stored"
+    assert b.cache.corrupt_records == 1
+    assert origin.hits["/img/bad.png"] == 2
+
+
+def test_requests_keep_succeeding_when_redis_dies(hosts: Any, origin: Origin,
+                                                  redis_server: RedisServer) -> None:
+    a = hosts("a")
+    client = webtest.TestApp(a)
+    client.get("/_fic/o/t/img/before.png")
+    redis_server.stop()
+    assert client.get("/_fic/o/t/img/before.png").headers["Cache-Status"] == "fic; hit"
+    for name in ("after1", "after2", "after3"):
+        assert client.get(f"/_fic/o/t/img/{name}.png").body == png(f"{name}.png")
+    assert a.cache.shared is not None and a.cache.shared.failures >= 1
+    redis_server.start()
+
+
+def test_redis_down_from_the_start(make_mw: Any, tmp_path: Path) -> None:
+    from .servers import free_port
+    mw = make_mw(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert webtest.TestApp(mw).get("/_fic/o/t/img/nored.png").body == png("nored.png")
+
+
+def test_purge_reaches_the_shared_tier(hosts: Any, origin: Origin) -> None:
+    a, b = hosts("a"), hosts("b")
+    webtest.TestApp(a).get("/_fic/o/t/img/gone.png")
+    assert a.purge_url(f"{origin.base}/img/gone.png") == 1
+    response = webtest.TestApp(b).get("/_fic/o/t/img/gone.png")
+    assert response.headers["Cache-Status"] == "fic; fwd=miss; stored"
+
+
+def test_bad_redis_url_names_the_option(make_mw: Any) -> None:
+    with pytest.raises(ConfigError, match="^redis_url:"):
+        make_mw(redis_url="http://127.0.0.1:6379")
+
+
+def test_redis_url_is_masked(make_mw: Any, redis_server: RedisServer) -> None:
+    mw = make_mw(redis_url=redis_server.url.replace("redis://", "redis://:hunter2@"))
+    assert "hunter2" not in repr(mw.config)
