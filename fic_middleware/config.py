@@ -545,7 +545,9 @@ def read_file(path: str) -> dict[str, Any]:
             raise ConfigError(f"config_file: {path!r} has no [fic] table")
         values = dict(section)
     else:
-        parser = configparser.ConfigParser(interpolation=None)
+        # [DEFAULT] (paste's global_conf) is the whole file's, not ours: keep it a plain
+        # section, so that it is not mixed into [fic].
+        parser = configparser.ConfigParser(interpolation=None, default_section="\0")
         try:
             parser.read_string(data.decode("utf-8"), source=path)
         except (configparser.Error, UnicodeDecodeError) as exc:
@@ -572,3 +574,19 @@ def from_ini(items: Mapping[str, str]) -> dict[str, Any]:
     if headers:
         values["origin_headers"] = headers
     return values
+
+
+def file_options(items: Mapping[str, Any], environ: Mapping[str, str] | None = None
+                 ) -> dict[str, Any]:
+    """Options from an INI-style section (paste, Pyramid settings) as keyword options:
+    ``origin_headers.<origin>`` keys folded, and the options the environment sets left out,
+    so that the environment beats the file as it does for ``config_file``."""
+    environ = os.environ if environ is None else environ
+    in_env = {key[4:].lower() for key in environ if key.startswith("FIC_")}
+    options = {name: value for name, value in from_ini(items).items() if name not in in_env}
+    if "origin_headers" in options:
+        # FIC_ORIGIN_HEADERS_<ORIGIN> replaces that one origin's headers (env names have no '-').
+        options["origin_headers"] = {
+            origin: headers for origin, headers in options["origin_headers"].items()
+            if f"origin_headers_{origin.replace('-', '_')}" not in in_env}
+    return options

@@ -100,6 +100,12 @@ class FastImageCache:
             return http.ranged(response, range_header, environ.get("HTTP_IF_RANGE"))
         return response
 
+    @staticmethod
+    def init_app(app: Any, **options: Any) -> FastImageCache:
+        """Flask: wrap ``app.wsgi_app`` and add ``fic_url`` (:func:`fic_middleware.flask.init_app`)."""
+        from .flask import init_app  # Flask stays optional: imported only when used
+        return init_app(app, **options)
+
     def _client(self, environ: WSGIEnvironment) -> str:
         return client_address(environ.get("REMOTE_ADDR", ""),
                               environ.get("HTTP_X_FORWARDED_FOR"), self.config.trusted_proxies)

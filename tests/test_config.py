@@ -306,3 +306,10 @@ def test_bad_value_in_file_names_the_option(tmp_path: Path) -> None:
     path.write_text("[fic]\nbackend = memory\nretries = lots\n")
     with pytest.raises(ConfigError, match="^retries:"):
         load(config_file=str(path))
+
+
+def test_ini_default_section_is_not_ours(tmp_path: Path) -> None:
+    """A paste file's [DEFAULT] (its global_conf) does not leak into [fic]."""
+    path = tmp_path / "paste.ini"
+    path.write_text("[DEFAULT]\nhere = /srv\n\n[fic]\nbackend = memory\nretries = 1\n")
+    assert load(config_file=str(path)).retries == 1

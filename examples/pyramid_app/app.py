@@ -1,6 +1,8 @@
-"""The Pyramid example: the same page as the Flask one, with plain WSGI wrapping.
+"""The Pyramid example: the same page as the Flask one, with ``fic_middleware.pyramid``.
 
-Configured only from the environment (see ``examples/flask_app/app.py``)::
+``config.include("fic_middleware.pyramid")`` puts the middleware in front of the app and
+adds ``request.fic_url()``. Configured only from the environment (see
+``examples/flask_app/app.py``); ``fic.<option>`` settings would work too::
 
     FIC_CACHE_DIR=var/demo-cache FIC_ORIGINS=demo=http://127.0.0.1:8001/images \\
     FIC_ALLOWED_NETWORKS=127.0.0.1/32 gunicorn -w 2 examples.pyramid_app.app:app
@@ -16,8 +18,6 @@ from pathlib import Path
 from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
-
-from fic_middleware import FastImageCache
 
 # Read from the sample origin next door so the page and the origin cannot drift apart.
 IMAGE_NAMES: tuple[str, ...] = runpy.run_path(
@@ -70,7 +70,7 @@ FIGURE = """  <figure>
 
 
 def index(request: Request) -> Response:
-    urls = {name: f"{fic.config.prefix}/o/demo/{name}.png" for name in IMAGE_NAMES}
+    urls = {name: request.fic_url(f"{name}.png", origin="demo") for name in IMAGE_NAMES}
     figures = "\n".join(FIGURE.format(url=escape(url), name=escape(name))
                         for name, url in urls.items())
     # "</" inside a <script> would end it early; JSON allows escaping the slash.
@@ -80,10 +80,9 @@ def index(request: Request) -> Response:
 
 
 with Configurator() as config:
+    # The middleware answers under its prefix, before Pyramid makes a request; the rest
+    # goes to Pyramid. FIC_* environment variables configure it.
+    config.include("fic_middleware.pyramid")
     config.add_route("index", "/")
     config.add_view(index, route_name="index")
-    pyramid_app = config.make_wsgi_app()
-
-# Plain WSGI wrapping: the middleware answers under its prefix, Pyramid gets the rest.
-fic = FastImageCache(pyramid_app)
-app = fic
+    app = config.make_wsgi_app()
