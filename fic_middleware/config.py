@@ -44,6 +44,8 @@ _NUMBER_WITH_UNIT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 _ORIGIN_NAME = re.compile(r"[a-z0-9_-]+")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _PREFIX = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+")
+_LARGEST = float(2**53)
+_DIGITS = re.compile(r"\s*[0-9]{1,18}\s*")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -60,6 +62,13 @@ def _str(name: str, value: Any) -> str:
     return value
 
 
+def _path(name: str, value: Any) -> str:
+    path = _str(name, value)
+    if "\0" in path:
+        raise _bad(name, "a file or directory path", value)
+    return path
+
+
 def _bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -72,16 +81,20 @@ def _number_with_unit(name: str, value: Any, units: Mapping[str, float], expecte
     # bool is an int subclass: True must not silently mean 1 byte or 1 second.
     if isinstance(value, bool):
         raise _bad(name, expected, value)
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str) and (m := _NUMBER_WITH_UNIT.fullmatch(value)):
-        unit = m.group(2).lower()
-        if unit not in units:
+    try:
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str) and (m := _NUMBER_WITH_UNIT.fullmatch(value)):
+            unit = m.group(2).lower()
+            if unit not in units:
+                raise _bad(name, expected, value)
+            number = float(m.group(1)) * units[unit]
+        else:
             raise _bad(name, expected, value)
-        number = float(m.group(1)) * units[unit]
-    else:
-        raise _bad(name, expected, value)
-    if number < 0 or number != number:
+    except OverflowError:
+        raise _bad(name, expected, value) from None
+    # NaN fails both comparisons; sizes and durations beyond 2**53 are typos, not settings.
+    if not 0 <= number <= _LARGEST:
         raise _bad(name, expected, value)
     return number
 
@@ -95,7 +108,7 @@ def _duration(name: str, value: Any) -> float:
 
 
 def _count(name: str, value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _DIGITS.fullmatch(value):  # ASCII digits: not '²'
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
@@ -183,9 +196,12 @@ def _secret_str(name: str, value: Any) -> str:
 
 def _secret_words(name: str, value: Any) -> tuple[str, ...]:
     try:
-        return _words(name, value)
+        words = _words(name, value)
     except ConfigError:
         raise _bad(name, "a list of strings", "***") from None
+    if any(not w.strip() for w in words):
+        raise ConfigError(f"{name}: an empty key would let anyone sign")
+    return words
 
 
 def _choice(*choices: str) -> Callable[[str, Any], str]:
@@ -267,7 +283,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("prefix", _prefix, "/_fic", "URL path under which images are served."),
     Option("backend", _choice("lmdb", "memory"), "lmdb",
            "Storage: 'lmdb' (one env per host, shared by workers) or 'memory' (per process)."),
-    Option("cache_dir", _optional(_str), None, "Directory of the LMDB cache; required for lmdb."),
+    Option("cache_dir", _optional(_path), None, "Directory of the LMDB cache; required for lmdb."),
     Option("origins", _origins, {}, "Mapped origins: name -> base URL."),
     Option("origin_headers", _origin_headers, {},
            "Per-origin request headers (e.g. Authorization), never shown to clients.", secret=True),
@@ -289,7 +305,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("retries", _count, 2, "Retries on connect errors and origin 502/503/504."),
     Option("max_redirects", _count, 3, "Redirects followed; one more is a 502."),
     Option("verify_tls", _bool, True, "Verify origin certificates (certifi or ca_bundle)."),
-    Option("ca_bundle", _optional(_str), None, "CA bundle file instead of certifi's."),
+    Option("ca_bundle", _optional(_path), None, "CA bundle file instead of certifi's."),
     # Loopback, private, link-local... are refused unless listed here (CONTRACT §4).
     Option("allowed_networks", _networks, (), "CIDRs exempt from the address policy."),
     Option("default_ttl", _duration, 86400.0, "Freshness when the origin says nothing."),
@@ -303,7 +319,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("negative_ttl", _duration, 30.0, "Remember an origin's 404/410 this long (0: never)."),
     Option("encryption_key", _optional(_secret_str), None,
            "Encrypt stored bodies (AES-GCM); needs fic-middleware[encryption].", secret=True),
-    Option("encryption_key_file", _optional(_str), None, "File holding the encryption_key."),
+    Option("encryption_key_file", _optional(_path), None, "File holding the encryption_key."),
+    # Off unless set: without a token, {prefix}/_admin is a plain 404.
+    Option("admin_token", _optional(_secret_str), None,
+           "Bearer token of {prefix}/_admin (needs fic-middleware[admin]).", secret=True),
+    Option("admin_token_file", _optional(_path), None, "File holding the admin_token."),
     # L2: hosts share fetched records through Redis; a dead Redis never fails a request.
     Option("redis_url", _optional(_secret_str), None,
            "redis://host:port/db of the shared tier (needs fic-middleware[redis]).", secret=True),
@@ -313,7 +333,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("signing_keys", _secret_words, (),
            "More keys that verify (rotation); without signing_key the first one signs.",
            secret=True),
-    Option("signing_key_file", _optional(_str), None,
+    Option("signing_key_file", _optional(_path), None,
            "File with signing keys, one per line, added after signing_key(s)."),
     Option("allowed_hosts", _hosts, (),
            "Remote URL hosts allowed: exact names or *.example.com (empty: any public host)."),
@@ -325,7 +345,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_inflight_fetches", _positive, 64, "Origin fetches at once per process; more get 503."),
     Option("trusted_proxies", _networks, (),
            "Proxies whose X-Forwarded-For names the client (REMOTE_ADDR otherwise)."),
-    Option("config_file", _optional(_str), None, "TOML or INI file with a [fic] section."),
+    Option("config_file", _optional(_path), None, "TOML or INI file with a [fic] section."),
 )
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
 _SECRET_MASK = "***"
@@ -363,6 +383,8 @@ class Config:
     negative_ttl: float
     encryption_key: str | None
     encryption_key_file: str | None
+    admin_token: str | None
+    admin_token_file: str | None
     redis_url: str | None
     signing_key: str | None
     signing_keys: tuple[str, ...]
@@ -399,10 +421,11 @@ class Config:
         unknown = sorted(set(kwargs) - set(OPTION_BY_NAME))
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown option")
-        config_file = kwargs.get("config_file", env.get("config_file"))
+        config_file = _optional(_path)("config_file", kwargs.get("config_file",
+                                                               env.get("config_file")))
         raw: dict[str, Any] = {o.name: o.default for o in OPTIONS}
         if config_file is not None:
-            raw.update(read_file(_optional(_str)("config_file", config_file)))
+            raw.update(read_file(config_file))
         raw.update(env)
         raw.update(kwargs)
         # Headers for one origin may come from one source while the rest come from another.
@@ -475,16 +498,23 @@ def _check(values: dict[str, Any]) -> None:
             raise ConfigError(f"{name}: must be more than 0 seconds")
     if values["ca_bundle"] and not os.path.isfile(values["ca_bundle"]):
         raise ConfigError(f"ca_bundle: no such file {values['ca_bundle']!r}")
-    if values["signing_key"] == "":
+    if values["signing_key"] is not None and not values["signing_key"].strip():
         raise ConfigError("signing_key: must not be empty")
     _read_keys(values["signing_key_file"])  # fail now, not on the first request
-    if values["encryption_key_file"]:
-        keys = _read_keys(values["encryption_key_file"], "encryption_key_file")
-        if len(keys) != 1:
-            raise ConfigError("encryption_key_file: expected one key on one line")
-        values["encryption_key"] = keys[0]
-    if values["encryption_key"] == "":
-        raise ConfigError("encryption_key: must not be empty")
+    for secret in ("encryption_key", "admin_token"):
+        if values[f"{secret}_file"]:
+            keys = _read_keys(values[f"{secret}_file"], f"{secret}_file")
+            if len(keys) != 1:
+                raise ConfigError(f"{secret}_file: expected one secret on one line")
+            values[secret] = keys[0]
+        if values[secret] == "":
+            raise ConfigError(f"{secret}: must not be empty")
+    if values["admin_token"]:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise ConfigError("admin_token: the admin endpoints need prometheus_client "
+                              "(pip install 'fic-middleware[admin]')") from None
     if values["redis_url"]:
         if not values["redis_url"].startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("redis_url: expected redis://, rediss:// or unix://, got '***'")

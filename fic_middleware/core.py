@@ -24,6 +24,7 @@ from .errors import NotFound, OriginError, OriginTimeout, RequestError
 from .fetch import Fetched, Fetcher
 from .limits import InflightLimiter, MissLimiter
 from .locking import HostLocks, Lock, LockChain, ProcessOnly, SingleFlight
+from .metrics import Stats
 from .redis_tier import RedisTier
 from .record import CorruptRecord, Entry, Reader, Sealer, UnknownRecord, encode, strong_etag
 from .routing import ImageRequest
@@ -47,7 +48,8 @@ class ImageCache:
         self.sealer = Sealer(config.encryption_key) if config.encryption_key else None
         # Decoded hot entries per process: at most an eighth of the budget, 64 MiB.
         self.reader = Reader(min(config.max_bytes // 8, _READER_MEMO_BYTES), self.sealer)
-        self.corrupt_records = 0
+        self.stats = Stats(os.path.join(config.cache_dir, "stats")
+                           if config.backend == "lmdb" and config.cache_dir else None)
         self.inflight = InflightLimiter(config.max_inflight_fetches)
         self.miss_limiter = (MissLimiter(config.miss_rate, config.miss_burst)
                              if config.miss_rate is not None else None)
@@ -57,7 +59,8 @@ class ImageCache:
         self.shared: RedisTier | None = None
         if config.redis_url:
             # A host that died mid-fetch holds its Redis lock until this runs out.
-            self.shared = RedisTier(config.redis_url, lock_ttl=config.total_timeout + 5)
+            self.shared = RedisTier(config.redis_url, lock_ttl=config.total_timeout + 5,
+                                    on_failure=self.stats.redis_failed)
             self.locks = LockChain(self.locks, self.shared)
         self._refreshing: set[bytes] = set()
         self._refresh_lock = threading.Lock()
@@ -78,27 +81,34 @@ class ImageCache:
         now = self.clock()
         # Fast path: a fresh hit, no write, no logging.
         if entry is not None and now < entry.expires_at:
+            self.stats.hit += 1
             if entry.negative:
                 return http.NEGATIVE_HIT
             return http.hit_response(entry, now, self._client_max_age)
         if entry is None and self.shared is not None:
             entry = self._from_shared(request.key)
             if entry is not None and now < entry.expires_at:
+                self.stats.hit += 1
                 if entry.negative:
                     return http.NEGATIVE_HIT
                 return http.image_response(entry, http.SHARED_HIT, now, self._client_max_age)
         if entry is not None and not entry.negative and \
                 now < entry.expires_at + self.config.stale_while_revalidate:
+            self.stats.result("stale")
             self._refresh_later(request, entry)
             return http.image_response(entry, http.STALE_HIT, now, 0)
         return self._fetch(request, entry, client)
+
+    @property
+    def corrupt_records(self) -> int:
+        return self.stats.corrupt
 
     def _unreadable(self, key: bytes, exc: Exception) -> None:
         """A read that failed is a miss; a corrupt record is also deleted and counted."""
         if isinstance(exc, UnknownRecord):  # another release's format: replaced on store
             return
         if isinstance(exc, CorruptRecord):
-            self.corrupt_records += 1
+            self.stats.corrupt += 1
             log.warning("dropping a corrupt cache record (%s)", exc)
             self._delete(key)
         else:  # the storage failing must not fail the request: fetch instead
@@ -159,11 +169,13 @@ class ImageCache:
         now = self.clock()
         if entry is None or now >= entry.expires_at:
             return None
+        self.stats.result("collapsed")
         if entry.negative:
             return http.NEGATIVE_HIT
         return http.image_response(entry, http.COLLAPSED, now, self._client_max_age)
 
     def _fetch_origin(self, request: ImageRequest, stale: Entry | None) -> http.Response:
+        started = time.monotonic()
         try:
             with self.inflight.slot():
                 fetched = self.fetcher.fetch(request.url, request.headers, _validators(stale))
@@ -174,8 +186,11 @@ class ImageCache:
             now = self.clock()
             if stale is not None and now < stale.expires_at + self.config.stale_if_error:
                 log.debug("origin failed (%s); serving stale", exc)
+                self.stats.result("stale")
                 return http.image_response(stale, http.STALE_IF_ERROR, now, 0)
             raise
+        self.stats.fetched(request.origin, time.monotonic() - started, len(fetched.body))
+        self.stats.result("miss")
         return self._stored(request, fetched, stale)
 
     def _stored(self, request: ImageRequest, fetched: Fetched, stale: Entry | None
@@ -247,7 +262,7 @@ class ImageCache:
         try:
             entry = self.reader.decode(key, record)
         except CorruptRecord as exc:
-            self.corrupt_records += 1
+            self.stats.corrupt += 1
             log.warning("dropping a corrupt record from the redis tier (%s)", exc)
             self.shared.delete(key)
             return None
@@ -297,6 +312,7 @@ class ImageCache:
             self._refresher.shutdown(wait=True)
             self._refresher = None
         self.locks.close()  # the Redis tier too, when it is in the chain
+        self.stats.stop()
 
 
 def _validators(stale: Entry | None) -> dict[str, str] | None:

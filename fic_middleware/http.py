@@ -21,6 +21,8 @@ SVG_CSP = ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inl
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _NO_STORE = ("Cache-Control", "no-store")
 
+# Longer than any max_ttl; keeps a 400-digit max-age a finite float.
+_LONGEST = 2**53
 HIT = "fic; hit"
 SHARED_HIT = "fic; hit; detail=shared"  # from the Redis tier, now in this host's cache too
 # Served from the cache while a background fetch refreshes it (RFC 5861 semantics).
@@ -189,7 +191,7 @@ def freshness_lifetime(cache_control: str | None, expires: str | None, date: str
             return 0.0
         for value in (cc.s_maxage, cc.max_age):
             if value is not None and value >= 0:
-                return float(value)
+                return float(min(value, _LONGEST))  # clamped to max_ttl later anyway
     if expires is not None:
         expires_at = parse_date(expires)
         if expires_at is None:  # an invalid Expires means "already expired" (§5.3)

@@ -18,6 +18,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from . import http
+from .admin import Admin
 from .config import Config
 from .core import ImageCache
 from .errors import MethodNotAllowed, NotFound, RequestError
@@ -59,6 +60,8 @@ class FastImageCache:
         self._prefix_len = len(self._prefix)
         self._forward_query = self.config.forward_query
         self._limit_misses = self.config.miss_rate is not None
+        self._stats = self.cache.stats
+        self._admin = Admin(self, self.config.admin_token) if self.config.admin_token else None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -70,13 +73,19 @@ class FastImageCache:
         # A copy: responses are shared (prebuilt errors, a hit's per-second response) and
         # start_response wrappers may append to the list they get.
         start_response(response.status, list(response.headers))
-        return [] if method == "HEAD" else [response.body]
+        if method == "HEAD":
+            return []
+        if response.entry is not None:  # image bytes, not error or admin bodies
+            self._stats.served_bytes += len(response.body)
+        return [response.body]
 
     def _respond(self, environ: WSGIEnvironment, method: str, path: str) -> http.Response:
+        if not self._stats.running:
+            self._stats.start()
         if method != "GET" and method != "HEAD":
-            return _METHOD_NOT_ALLOWED
+            return self._not_an_image(environ, method, path, _METHOD_NOT_ALLOWED)
         if len(path) <= 1:
-            return _NOT_FOUND
+            return self._error(_NOT_FOUND)
         try:
             query = environ.get("QUERY_STRING", "") if self._forward_query else ""
             request = self.router.route(path, query,
@@ -85,10 +94,10 @@ class FastImageCache:
             response = self.cache.respond(request, client)
         except RequestError as exc:
             log.debug("%s: %s", exc.status.value, exc)
-            return http.error_response(exc)
+            return self._not_an_image(environ, method, path, http.error_response(exc))
         except Exception:
             log.exception("unexpected error serving an image")
-            return _INTERNAL
+            return self._error(_INTERNAL)
         if response.entry is None:
             return response
         inm = environ.get("HTTP_IF_NONE_MATCH")
@@ -98,6 +107,18 @@ class FastImageCache:
         range_header = environ.get("HTTP_RANGE")
         if range_header:
             return http.ranged(response, range_header, environ.get("HTTP_IF_RANGE"))
+        return response
+
+    def _not_an_image(self, environ: WSGIEnvironment, method: str, path: str,
+                      error: http.Response) -> http.Response:
+        """``{prefix}/_admin...`` goes to the admin (when enabled); the rest is ``error``.
+        Checked only once a path failed as an image, so hits never pay for it."""
+        if self._admin is not None and (path == "/_admin" or path.startswith("/_admin/")):
+            return self._admin.respond(environ, method, path[len("/_admin"):])
+        return self._error(error)
+
+    def _error(self, response: http.Response) -> http.Response:
+        self._stats.error(int(response.status[:3]))
         return response
 
     @staticmethod

@@ -31,7 +31,8 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 class RedisTier:
     """Records and fetch locks in Redis; every method swallows Redis failures."""
 
-    def __init__(self, url: str, *, lock_ttl: float, prefix: str = "fic:") -> None:
+    def __init__(self, url: str, *, lock_ttl: float, prefix: str = "fic:",
+                 on_failure: Callable[[], None] = lambda: None) -> None:
         try:
             import redis
         except ImportError as exc:  # checked by Config too; kept for direct use
@@ -43,6 +44,7 @@ class RedisTier:
         self.prefix = prefix.encode()
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.failures = 0
+        self.on_failure = on_failure
         self._down_until = 0.0
         self._logged_at = -_LOG_EVERY
         self._tokens: dict[bytes, bytes] = {}
@@ -55,6 +57,7 @@ class RedisTier:
         try:
             return action()
         except Exception as exc:  # redis.RedisError, OSError...: never the request's problem
+            self.on_failure()
             with self._lock:
                 self.failures += 1
                 self._down_until = now + _BACKOFF

@@ -33,12 +33,13 @@ _DOUBLE_ENCODED = re.compile(r"%(2e|2f|5c|00)", re.I)
 class ImageRequest:
     """What to fetch and where to keep it."""
 
-    __slots__ = ("url", "key", "headers")
+    __slots__ = ("url", "key", "headers", "origin")
 
-    def __init__(self, url: str, key: bytes, headers: Mapping[str, str]) -> None:
+    def __init__(self, url: str, key: bytes, headers: Mapping[str, str], origin: str) -> None:
         self.url = url
         self.key = key
         self.headers = headers
+        self.origin = origin  # the mapped origin's name, or "remote": a label for metrics
 
 
 def cache_key(url: str, header_identity: bytes = b"") -> bytes:
@@ -104,7 +105,7 @@ class Router:
         url = f"{base}/{quote_wsgi_path(image_path)}"
         if query:
             url = f"{url}?{normalize_query(query)}"
-        return ImageRequest(url, cache_key(url, identity), headers)
+        return ImageRequest(url, cache_key(url, identity), headers, name)
 
     def keys_for_url(self, url: str) -> list[bytes]:
         """Every key an absolute origin URL may be stored under: as a remote URL, and as a
@@ -143,7 +144,7 @@ class Router:
             raise BadRequest("bad URL") from None
         if self.allowed_hosts and not host_allowed(urlsplit(url).hostname or "", self.allowed_hosts):
             raise Forbidden("host not allowed")
-        return ImageRequest(url, cache_key(url), {})
+        return ImageRequest(url, cache_key(url), {}, "remote")
 
 
 def host_allowed(host: str, patterns: Sequence[str]) -> bool:

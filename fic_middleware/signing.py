@@ -33,9 +33,12 @@ def b64decode(text: str) -> bytes:
     if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise ValueError("not unpadded base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except binascii.Error as exc:
         raise ValueError("not unpadded base64url") from exc
+    if b64encode(data) != text:  # unused trailing bits set: one value, two spellings
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def signature(url: bytes, key: str | bytes) -> bytes:

@@ -20,15 +20,34 @@ _ESCAPE = re.compile(r"(%[0-9A-Fa-f]{2})")
 _HOST_CHARS = re.compile(r"[a-z0-9._:-]*")
 
 
-def _normalize(text: str, safe: str) -> str:
+def _normalize(text: str, safe: str, encoding: str = "utf-8") -> str:
     out = []
     for i, token in enumerate(_ESCAPE.split(text)):
         if i % 2:  # an escape
             char = chr(int(token[1:], 16))
             out.append(char if char in _UNRESERVED else token.upper())
         elif token:
-            out.append(quote(token, safe=safe))
+            out.append(quote(token.encode(encoding), safe=safe))
     return "".join(out)
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4: what urllib3 and every server do to the path before using it."""
+    output: list[str] = []
+    segments = path.split("/")
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == "..":
+            if len(output) > 1:
+                output.pop()
+            if last:
+                output.append("")
+        elif segment == ".":
+            if last:
+                output.append("")
+        else:
+            output.append(segment)
+    return "/".join(output)
 
 
 def canonical_url(url: str) -> str:
@@ -52,7 +71,7 @@ def canonical_url(url: str) -> str:
     netloc = f"[{host}]" if ":" in host else host
     if port is not None and port != _DEFAULT_PORTS[scheme]:
         netloc = f"{netloc}:{port}"
-    path = _normalize(parts.path, PATH_SAFE) or "/"
+    path = _remove_dot_segments(_normalize(parts.path, PATH_SAFE)) or "/"
     query = f"?{_normalize(parts.query, _QUERY_SAFE)}" if parts.query else ""
     return f"{scheme}://{netloc}{path}{query}"
 
@@ -83,5 +102,5 @@ def quote_wsgi_path(path: str) -> str:
 
 
 def normalize_query(query: str) -> str:
-    """Canonical form of a raw (still encoded) query string."""
-    return _normalize(query, _QUERY_SAFE)
+    """Canonical form of a WSGI QUERY_STRING (still percent-encoded; raw bytes as latin-1)."""
+    return _normalize(query, _QUERY_SAFE, "latin-1")

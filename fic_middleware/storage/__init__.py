@@ -7,7 +7,7 @@ transaction) and returns its result. ``put`` evicts to stay within ``max_bytes``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -29,6 +29,9 @@ class Storage(Protocol):
 
     def clear(self) -> int:
         """Remove everything; the number of entries removed."""
+
+    def scan(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, record) stored, for maintenance (verify, gc): not a hot path."""
 
     def stats(self) -> dict[str, int]:
         """``{"entries": n, "bytes": n, "evictions": n}`` as this backend counts them."""

@@ -280,11 +280,11 @@ class LMDBStore:
                     txn.put(name, _U64.pack(0), db=h.totals)
         return count
 
-    def keys(self) -> Iterator[bytes]:
-        """Every stored key (a snapshot: one read transaction)."""
+    def scan(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, record), from one read transaction (a consistent snapshot)."""
         h = self._handle or self._open()
         with h.env.begin(db=h.records) as txn:
-            yield from txn.cursor().iternext(keys=True, values=False)
+            yield from txn.cursor().iternext(keys=True, values=True)
 
     def stats(self) -> dict[str, int]:
         h = self._handle or self._open()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from ..eviction import MAIN, POLICIES, SMALL, MemoryLedger
@@ -80,6 +80,10 @@ class MemoryStore:
             self._ledger = MemoryLedger()
             self._touched.clear()
             return count
+
+    def scan(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, record), from a copy taken now."""
+        yield from list(self._data.items())
 
     def stats(self) -> dict[str, int]:
         return {"entries": len(self._data), "bytes": self._bytes(), "evictions": self._evictions}
