@@ -55,14 +55,10 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 30) ->
 
 
 @contextmanager
-def gunicorn(app: str, env: dict[str, str], args: Sequence[str] = ()) -> Iterator[str]:
-    """Run ``gunicorn app`` on 127.0.0.1; yields the base URL; stops it on exit."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-         *NO_CONTROL_SOCKET, *args, app],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+def running(command: Sequence[str], base: str, env: dict[str, str]) -> Iterator[str]:
+    """Run a server ``command`` until ``base`` answers; yield ``base``; stop it on exit."""
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(f"{base}/", process)
         yield base
@@ -73,6 +69,16 @@ def gunicorn(app: str, env: dict[str, str], args: Sequence[str] = ()) -> Iterato
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def gunicorn(app: str, env: dict[str, str], args: Sequence[str] = ()) -> Iterator[str]:
+    """Run ``gunicorn app`` on 127.0.0.1; yields the base URL; stops it on exit."""
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+               "--log-level", "warning", *NO_CONTROL_SOCKET, *args, app]
+    with running(command, f"http://127.0.0.1:{port}", env) as base:
+        yield base
 
 
 class RedisServer:

@@ -3,9 +3,6 @@ and pserve, against the real origin."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +17,7 @@ from fic_middleware.paste import filter_app_factory
 
 from .conftest import Origin, downstream
 from .images import png
-from .servers import ROOT, free_port, get, gunicorn, wait_for
+from .servers import ROOT, free_port, get, gunicorn, running
 
 EXAMPLE = ROOT / "examples" / "paste.ini"
 
@@ -167,20 +164,9 @@ def test_example_under_pserve(origin: Origin, tmp_path: Path) -> None:
     ini = tmp_path / "serve.ini"
     ini.write_text(f"[app:main]\nuse = config:{EXAMPLE}\n\n"
                    f"[server:main]\nuse = egg:waitress#main\nlisten = 127.0.0.1:{port}\n")
-    env = {**os.environ, **example_env(origin, tmp_path), "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([str(Path(sys.executable).parent / "pserve"), str(ini)],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(f"{base}/", process)
+    env = {**example_env(origin, tmp_path), "PYTHONPATH": str(ROOT)}
+    pserve = [str(Path(sys.executable).parent / "pserve"), str(ini)]
+    with running(pserve, f"http://127.0.0.1:{port}", env) as base:
         for cache_status in ("fic; fwd=miss; stored", "fic; hit"):
             status, headers, body = get(f"{base}/_fic/o/demo/citrus.png")
             assert (status, headers["Cache-Status"], body) == (200, cache_status, png("citrus.png"))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

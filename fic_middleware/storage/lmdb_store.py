@@ -29,7 +29,7 @@ from typing import TypeVar
 
 import lmdb
 
-from ..eviction import MAIN, POLICIES, SMALL, Meta
+from ..eviction import POLICIES, Meta
 
 T = TypeVar("T")
 log = logging.getLogger("fic_middleware")
