@@ -102,7 +102,10 @@ class Router:
         if any(segment in (".", "..") for segment in image_path.split("/")):
             raise BadRequest("path traversal is not allowed")
         base, headers, identity = origin
-        url = f"{base}/{quote_wsgi_path(image_path)}"
+        try:
+            url = f"{base}/{quote_wsgi_path(image_path)}"
+        except UnicodeEncodeError:  # not a WSGI path (PEP 3333: latin-1 only)
+            raise BadRequest("invalid characters in the image path") from None
         if query:
             url = f"{url}?{normalize_query(query)}"
         return ImageRequest(url, cache_key(url, identity), headers, name)

@@ -357,3 +357,12 @@ def test_middleware_is_reusable_as_a_plain_wsgi_callable(make_mw: Any) -> None:
     environ = {"PATH_INFO": "/_fic/o/t/img/w.png", "REQUEST_METHOD": "GET", "QUERY_STRING": ""}
     body = b"".join(mw(environ, lambda s, h, e=None: statuses.append(s)))
     assert statuses == ["200 OK"] and body == png("w.png")
+
+
+def test_path_that_is_not_latin1_gets_400(make_mw: Any) -> None:
+    """PEP 3333 servers never send one; a broken one must still not cause a 500."""
+    mw = make_mw()
+    statuses = []
+    environ = {"PATH_INFO": "/_fic/o/t/img/\u20ac.png", "REQUEST_METHOD": "GET", "QUERY_STRING": ""}
+    mw(environ, lambda s, h, e=None: statuses.append(s))
+    assert statuses == ["400 Bad Request"]
