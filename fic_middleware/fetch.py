@@ -29,6 +29,7 @@ from urllib3.util import Retry, Timeout
 from .config import Config
 from .errors import BadRequest, Forbidden, NotFound, OriginError, OriginTimeout
 from .imagetypes import SNIFF_BYTES, canonical_type, sniff
+from . import netguard
 from .netguard import AddressPolicy, ForbiddenAddress, Resolver, guarded_pool_classes, system_resolver
 from .urls import canonical_url
 
@@ -136,8 +137,20 @@ class Fetcher:
               validators: Mapping[str, str] | None = None) -> Fetched:
         """GET ``url``; ``headers`` go to its origin only (never to a redirect's other host);
         ``validators`` (If-None-Match...) make a 304 a valid answer."""
+        deadline = time.monotonic() + self.config.total_timeout
+        netguard.deadline.at = deadline
+        try:
+            return self._fetch(url, headers, validators, deadline)
+        except OriginError:
+            if time.monotonic() >= deadline:  # cut by the deadline, however it showed
+                raise OriginTimeout("origin timed out") from None
+            raise
+        finally:
+            netguard.deadline.at = None
+
+    def _fetch(self, url: str, headers: Mapping[str, str] | None,
+               validators: Mapping[str, str] | None, deadline: float) -> Fetched:
         cfg = self.config
-        deadline = time.monotonic() + cfg.total_timeout
         origin = _origin_of(url)
         for _hop in range(cfg.max_redirects + 1):
             request_headers = {"User-Agent": _USER_AGENT, "Accept": "image/*"}

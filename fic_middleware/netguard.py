@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -26,6 +28,11 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 # IPv4-compatible IPv6 (::a.b.c.d, deprecated by RFC 4291) embeds a v4 address too.
 _V4_COMPAT = ipaddress.ip_network("::/96")
+
+
+# When the fetch running on this thread must end (time.monotonic()), set by the Fetcher: an
+# origin that drips its status line and headers a byte at a time is cut there too.
+deadline = threading.local()
 
 
 class ForbiddenAddress(Exception):
@@ -98,6 +105,29 @@ class _GuardedMixin:
     timeout: Any
     source_address: Any
     socket_options: Any
+
+    sock: socket.socket | None
+
+    def getresponse(self) -> Any:
+        at = getattr(deadline, "at", None)
+        if at is None:
+            return super().getresponse()  # type: ignore[misc]
+        # Each read has read_timeout; the head as a whole gets what is left of the fetch.
+        watchdog = threading.Timer(max(0.0, at - time.monotonic()), self._cut)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return super().getresponse()  # type: ignore[misc]
+        finally:
+            watchdog.cancel()
+
+    def _cut(self) -> None:
+        sock = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
 
     def _new_conn(self) -> socket.socket:
         host = self._dns_host.strip("[]")

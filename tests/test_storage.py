@@ -11,7 +11,7 @@ import lmdb
 import pytest
 
 from fic_middleware.storage import Storage
-from fic_middleware.storage.lmdb_store import LMDBStore
+from fic_middleware.storage.lmdb_store import LMDBStore, disk_size
 from fic_middleware.storage.memory_store import MemoryStore
 
 KEY = b"k" * 16
@@ -19,6 +19,11 @@ KEY = b"k" * 16
 
 def raw(key: bytes, value: Any) -> bytes:
     return bytes(value)
+
+
+def cost(store: Storage, length: int) -> int:
+    """What a value of ``length`` bytes counts against the budget in this backend."""
+    return disk_size(length) if isinstance(store, LMDBStore) else length
 
 
 def key(i: int) -> bytes:
@@ -61,7 +66,7 @@ def test_overwrite_counts_once(make_store: Callable[..., Storage]) -> None:
     store.put(KEY, b"a" * 10)
     store.put(KEY, b"b" * 20)
     assert store.get(KEY, raw) == b"b" * 20
-    assert store.stats() == {"entries": 1, "bytes": 20, "evictions": 0}
+    assert store.stats() == {"entries": 1, "bytes": cost(store, 20), "evictions": 0}
 
 
 def test_decode_sees_the_stored_bytes(make_store: Callable[..., Storage]) -> None:
@@ -71,11 +76,13 @@ def test_decode_sees_the_stored_bytes(make_store: Callable[..., Storage]) -> Non
 
 
 def test_byte_budget_evicts_oldest_first(make_store: Callable[..., Storage]) -> None:
-    store = make_store(max_bytes=1000)
+    store = make_store()
+    budget = 10 * cost(store, 100)
+    store = make_store(max_bytes=budget)
     for i in range(25):
         store.put(key(i), bytes(100))
     stats = store.stats()
-    assert stats["bytes"] <= 1000 and stats["entries"] == 10
+    assert stats["bytes"] <= budget and stats["entries"] == 10
     assert stats["evictions"] == 15
     assert store.get(key(0), raw) is None
     assert store.get(key(24), raw) is not None
@@ -93,6 +100,7 @@ def test_value_larger_than_the_budget_is_refused(make_store: Callable[..., Stora
     store = make_store(max_bytes=100)
     assert store.put(KEY, bytes(101)) is False
     assert store.get(KEY, raw) is None
+    assert store.put(KEY, bytes(100)) is (not isinstance(store, LMDBStore))  # + index cost
 
 
 def test_clear(make_store: Callable[..., Storage]) -> None:

@@ -9,6 +9,10 @@ Named databases inside the environment:
 - ``ghosts`` / ``ghost_order``: keys S3-FIFO remembers after evicting them;
 - ``totals``:  counters (bytes per queue, entries, evictions, sequence, ghosts).
 
+Sizes count what a record takes on disk (:func:`disk_size`: whole 4 KiB overflow pages for
+large values, plus the index entries), so ``max_bytes`` bounds the data file, not only the
+payload.
+
 Hits never write: a process counts its hits in memory and hands them to the policy inside
 its next write transaction (or after a batch of distinct keys).
 
@@ -43,7 +47,19 @@ _COUNTERS = (b"bytes0", b"bytes1", b"entries", b"evictions", b"seq", b"ghosts")
 # the map full anyway, entries are evicted until it fits.
 _MAP_SLACK_RATIO = 0.25
 _MAP_SLACK_MIN = 8 * 1024 * 1024
-_EVICT_ON_FULL = 0.1  # share of max_bytes freed when LMDB reports a full map
+_EVICT_ON_FULL = 0.1  # share of what is stored freed when LMDB reports a full map
+_PAGE = 4096
+# A value larger than about half a page goes on overflow pages of its own (LMDB's
+# me_nodemax); the leaf nodes and B-tree entries of records/meta/order cost about this much.
+_OVERFLOW_FROM = 2000
+_ENTRY_OVERHEAD = 256
+
+
+def disk_size(length: int) -> int:
+    """What a record of ``length`` bytes takes in the data file: the unit of the budget."""
+    if length > _OVERFLOW_FROM:
+        return -(-(length + 16) // _PAGE) * _PAGE + _ENTRY_OVERHEAD
+    return length + _ENTRY_OVERHEAD
 _TOUCH_BATCH = 4096  # distinct keys hit before the counts are written without a put
 
 
@@ -209,12 +225,13 @@ class LMDBStore:
         return result
 
     def put(self, key: bytes, value: bytes, expires_at: float = 0.0) -> bool:
-        if len(value) > self.max_bytes:
+        size = disk_size(len(value))
+        if size > self.max_bytes:
             return False
 
         def insert(ledger: _Ledger) -> None:
             ledger.txn.put(key, value, db=ledger.h.records)
-            self.policy.admit(ledger, key, len(value), expires_at)
+            self.policy.admit(ledger, key, size, expires_at)
 
         def kept(ledger: _Ledger) -> bool:  # the policy may evict the newcomer itself (ttl)
             return ledger.meta(key) is not None
@@ -223,20 +240,36 @@ class LMDBStore:
             try:
                 return self._write(insert, check=kept)
             except lmdb.MapFullError:
-                # Fragmentation or pinned pages: make room beyond the byte budget and retry.
-                log.debug("LMDB map full; evicting %d%% of max_bytes", _EVICT_ON_FULL * 100)
-                try:
-                    self._write(lambda ledger: None,
-                                target=int(self.max_bytes * (1 - _EVICT_ON_FULL)))
-                except lmdb.MapFullError:
+                if not self._make_room():
                     break
-        log.warning("could not store a %d-byte record: LMDB map stays full", len(value))
+        log.warning("could not store a %d-byte record: the LMDB map stays full", len(value))
+        return False
+
+    def _make_room(self) -> bool:
+        """After MDB_MAP_FULL: free the slots of dead readers (they pin freed pages), then
+        evict a tenth of what is stored, a few entries per transaction (a full map has
+        little room even for the pages a delete rewrites)."""
+        h = self._handle or self._open()
+        h.env.reader_check()
+        with h.env.begin() as txn:
+            stored = sum(_read_u64(txn, name, h.totals) for name in (b"bytes0", b"bytes1"))
+        target = int(stored * (1 - _EVICT_ON_FULL))
+        log.debug("LMDB map full; evicting down to %d bytes", target)
+        for batch in (16, 1):
+            try:
+                while not self._write(lambda ledger: None, target=target, limit=batch,
+                                      check=lambda ledger: ledger.total_bytes <= target):
+                    pass
+                return True
+            except lmdb.MapFullError:
+                continue
         return False
 
     def _write(self, change: Callable[[_Ledger], None], target: int | None = None,
-               check: Callable[[_Ledger], bool] = lambda ledger: True) -> bool:
-        """One write transaction: pending hits, ``change``, eviction down to budget; then
-        ``check`` of the result, still inside the transaction."""
+               check: Callable[[_Ledger], bool] = lambda ledger: True,
+               limit: int | None = None) -> bool:
+        """One write transaction: pending hits, ``change``, eviction down to budget (at
+        most ``limit`` entries); then ``check`` of the result, still inside it."""
         h = self._handle or self._open()
         touched, self._touched = self._touched, {}
         with h.env.begin(write=True) as txn:
@@ -244,19 +277,21 @@ class LMDBStore:
             for hit_key, hits in touched.items():
                 self.policy.touch(ledger, hit_key, hits)
             change(ledger)
-            self._evict(ledger, self.max_bytes if target is None else target)
+            self._evict(ledger, self.max_bytes if target is None else target, limit)
             ledger.save()
             return check(ledger)
 
-    def _evict(self, ledger: _Ledger, target: int) -> None:
+    def _evict(self, ledger: _Ledger, target: int, limit: int | None) -> None:
+        evicted = 0
         while ledger.total_bytes > target or (self.max_entries is not None
-                                        and ledger.entries() > self.max_entries):
+                                              and ledger.entries() > self.max_entries):
             victim = self.policy.victim(ledger)
-            if victim is None:
+            if victim is None or (limit is not None and evicted >= limit):
                 return
             ledger.drop(victim)
             ledger.txn.delete(victim, db=ledger.h.records)
             ledger.counts[b"evictions"] += 1
+            evicted += 1
 
     def delete(self, key: bytes) -> bool:
         found = []
@@ -271,6 +306,23 @@ class LMDBStore:
     def clear(self) -> int:
         h = self._handle or self._open()
         self._touched = {}
+        try:
+            return self._drop_all(h)
+        except lmdb.MapFullError:
+            # Dropping whole databases rewrites the free list; with a full map, delete the
+            # records in small transactions first, then drop what is left.
+            h.env.reader_check()
+            while True:
+                with h.env.begin(write=True, db=h.records) as txn:
+                    keys = [bytes(k) for k, _ in zip(txn.cursor().iternext(values=False),
+                                                     range(64))]
+                    for key in keys:
+                        txn.delete(key)
+                if not keys:
+                    return self._drop_all(h)
+
+    @staticmethod
+    def _drop_all(h: _Env) -> int:
         with h.env.begin(write=True) as txn:
             count = _read_u64(txn, b"entries", h.totals)
             for db in (h.records, h.meta, h.order, h.ghosts, h.ghost_order):
