@@ -22,7 +22,7 @@ and neighbours on a shared machine hit all variants alike), GC off during a batc
 variant's figure is the median of its lowest three batches ("low3"); the minimum and the
 median of all batches are shown too.
 
-Run from the repository root: ``benchmarks/run [--quick] [--entries N] [--json FILE]``;
+Run from the repository root: ``benchmarks/run inprocess [--quick] [--entries N] [--json FILE]``;
 ``--breakdown`` adds a timing of the pieces of the hit path.
 """
 
@@ -46,6 +46,7 @@ from typing import Any
 import lmdb
 
 from fic_middleware import FastImageCache
+from fic_middleware.storage.lmdb_store import disk_size
 from fic_middleware.record import Entry, encode, strong_etag
 
 perf_counter_ns = time.perf_counter_ns
@@ -231,15 +232,16 @@ def new_cache(cache_dir: str) -> FastImageCache:
                           allowed_networks=["127.0.0.1/32"])
 
 
-def record_for(body: bytes, now: float) -> bytes:
-    return encode(Entry(body, "image/png", strong_etag(body), None, None, now, now + FAR_FUTURE))
+def record_for(key: bytes, body: bytes, now: float) -> bytes:
+    return encode(Entry(body, "image/png", strong_etag(body), None, None, now, now + FAR_FUTURE),
+                  key)
 
 
 def store_entry(mw: FastImageCache, path: str, body: bytes) -> None:
     prefix = mw.config.prefix
     assert path.startswith(prefix + "/")
     key = mw.router.route(path[len(prefix):]).key
-    if not mw.storage.put(key, record_for(body, time.time())):
+    if not mw.storage.put(key, record_for(key, body, time.time())):
         raise SystemExit(f"could not store the entry for {path}")
 
 
@@ -261,24 +263,22 @@ def fill(mw: FastImageCache, count: int, body_size: int, label: str) -> None:
     def items(start: int, stop: int):
         for i in range(start, stop):
             body = PNG_SIGNATURE + i.to_bytes(8, "little") + filler
-            yield route(scale_path(i)[prefix_len:]).key, record_for(body, now)
+            key = route(scale_path(i)[prefix_len:]).key
+            yield key, record_for(key, body, now)
 
-    try:
-        handle = store._handle or store._open()
-        insert = store._insert
-        env = handle.env
-    except AttributeError:
-        handle = None
+    def insert_batch(start: int, stop: int):
+        # One write transaction per batch (LMDBStore internals): a commit per entry would
+        # mean a million fsyncs.
+        def change(ledger) -> None:
+            for key, value in items(start, stop):
+                ledger.txn.put(key, value, db=ledger.h.records)
+                store.policy.admit(ledger, key, disk_size(len(value)), now + FAR_FUTURE)
+        store._write(change)
+
     batch = 20000
     for start in range(0, count, batch):
         stop = min(count, start + batch)
-        if handle is not None:
-            with env.begin(write=True) as txn:
-                for key, value in items(start, stop):
-                    insert(handle, txn, key, value)
-        else:
-            for key, value in items(start, stop):
-                store.put(key, value)
+        insert_batch(start, stop)
         if count > 100000 and (stop % 200000 == 0 or stop == count):
             print(f"  {label}: {stop:,}/{count:,} entries "
                   f"({time.monotonic() - t0:.0f}s)", file=sys.stderr, flush=True)

@@ -94,7 +94,6 @@ def image_response(entry: Entry, cache_status: str, now: float, client_max_age: 
     headers = [
         ("Content-Type", entry.content_type),
         ("Content-Length", str(len(entry.body))),
-        ("Accept-Ranges", "bytes"),
         ("ETag", entry.etag),
         ("Cache-Control", cache_control),
         ("Age", str(max(0, int(now - entry.stored_at)))),

@@ -3,7 +3,9 @@
 Layout (little-endian)::
 
     b"FIC" | version u8 | flags u8 | stored_at f64 | expires_at f64 | body digest u64 (xxh3)
-    | body length u32 | meta length u16 | header crc32 u32 | meta | body
+    | body length u32 | meta length u16 | crc32(key, header, meta) u32 | meta | body
+
+The checksum covers the storage key, so a record moved under another key does not check out.
 
 ``meta`` is ``content_type NUL etag NUL last_modified NUL origin_etag`` (latin-1). Flags:
 ``NEGATIVE`` (the origin said 404/410; no body) and ``ENCRYPTED`` (the stored body is
@@ -28,7 +30,7 @@ from typing import Any
 from xxhash import xxh3_64_intdigest
 
 MAGIC = b"FIC"
-VERSION = 1
+VERSION = 2  # 2: the header checksum covers the storage key too
 _HEADER = struct.Struct("<3sBBddQIHI")
 _CRC_AT = _HEADER.size - 4
 _SEP = b"\0"
@@ -105,7 +107,7 @@ def encode(entry: Entry, key: bytes = b"", sealer: Sealer | None = None) -> byte
         body = sealer.seal(key, body)
     header = _HEADER.pack(MAGIC, VERSION, flags, entry.stored_at, entry.expires_at,
                           xxh3_64_intdigest(body), len(body), len(meta), 0)
-    crc = zlib.crc32(meta, zlib.crc32(memoryview(header)[:_CRC_AT]))
+    crc = zlib.crc32(meta, zlib.crc32(memoryview(header)[:_CRC_AT], zlib.crc32(key)))
     return b"".join((header[:_CRC_AT], crc.to_bytes(4, "little"), meta, body))
 
 
@@ -124,7 +126,7 @@ def decode(buf: bytes | memoryview, key: bytes = b"", sealer: Sealer | None = No
         raise CorruptRecord("length mismatch")
     view = memoryview(buf)
     meta = view[_HEADER.size:body_at]
-    if zlib.crc32(meta, zlib.crc32(view[:_CRC_AT])) != crc:
+    if zlib.crc32(meta, zlib.crc32(view[:_CRC_AT], zlib.crc32(key))) != crc:
         raise CorruptRecord("header checksum mismatch")
     stored = view[body_at:]
     if xxh3_64_intdigest(stored) != digest:

@@ -68,7 +68,7 @@ K = b"k" * 16
 
 def test_reader_reuses_an_unchanged_record() -> None:
     reader = record.Reader(1 << 20)
-    data = record.encode(entry())
+    data = record.encode(entry(), K)
     first = reader.decode(K, memoryview(data))
     assert reader.decode(K, memoryview(bytes(data))) is first
 
@@ -76,7 +76,7 @@ def test_reader_reuses_an_unchanged_record() -> None:
 @pytest.mark.parametrize("where", [-1, 5, 45], ids=["body", "header", "meta"])
 def test_reader_still_checks_a_remembered_record(where: int) -> None:
     reader = record.Reader(1 << 20)
-    data = record.encode(entry())
+    data = record.encode(entry(), K)
     reader.decode(K, data)
     damaged = bytearray(data)
     damaged[where] ^= 1
@@ -87,15 +87,23 @@ def test_reader_still_checks_a_remembered_record(where: int) -> None:
 def test_reader_decodes_a_rewritten_record_afresh() -> None:
     reader = record.Reader(1 << 20)
     e = entry()
-    first = reader.decode(K, record.encode(e))
+    first = reader.decode(K, record.encode(e, K))
     e.expires_at += 60
-    second = reader.decode(K, record.encode(e))
+    second = reader.decode(K, record.encode(e, K))
     assert second is not first and second.expires_at == first.expires_at + 60
 
 
 def test_reader_memo_is_bounded() -> None:
     reader = record.Reader(len(png("rec")) * 2)
     for i in range(5):
-        reader.decode(bytes([i]) * 16, record.encode(entry()))
+        key = bytes([i]) * 16
+        reader.decode(key, record.encode(entry(), key))
     assert reader._bytes <= reader.max_bytes
     assert len(reader._memo) <= 2
+
+
+def test_a_record_only_checks_out_under_its_own_key() -> None:
+    data = record.encode(entry(), b"a" * 16)
+    assert record.decode(data, b"a" * 16).body == png("rec")
+    with pytest.raises(CorruptRecord):
+        record.decode(data, b"b" * 16)

@@ -405,8 +405,9 @@ def _fill_by_page_overhead(store: LMDBStore, puts: int) -> int:
     overhead = len(encode(Entry(b"", "image/png", '"e"', None, None, now, now)))
     for i in range(puts):
         body = b"\x89PNG\r\n\x1a\n" + os.urandom(12_289 - overhead - 8)
-        record = encode(Entry(body, "image/png", '"e"', None, None, now, now + 3600))
-        if not store.put(i.to_bytes(16, "big"), record):
+        key = i.to_bytes(16, "big")
+        record = encode(Entry(body, "image/png", '"e"', None, None, now, now + 3600), key)
+        if not store.put(key, record):
             refused += 1
             if refused > 20:
                 break
