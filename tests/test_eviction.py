@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.eviction import miss_ratio, zipf_trace
 from fic_middleware.eviction import POLICIES, MemoryLedger
 from fic_middleware.storage import Storage
 from fic_middleware.storage.lmdb_store import LMDBStore, disk_size
@@ -154,24 +155,6 @@ def test_lmdb_hits_do_not_open_write_transactions(tmp_path: Path, monkeypatch: p
     fill(store, ["new"])  # the batched hits go in with the next write
     assert writes.count(True) == 1
     store.close()
-
-
-def zipf_trace(n_keys: int, length: int, s: float, seed: int) -> list[int]:
-    rng = random.Random(seed)
-    weights = [1 / (rank + 1) ** s for rank in range(n_keys)]
-    keys = list(range(n_keys))
-    rng.shuffle(keys)
-    return rng.choices(keys, weights, k=length)
-
-
-def miss_ratio(policy: str, capacity: int, trace: list[int]) -> float:
-    store = MemoryStore(max_bytes=capacity * SIZE, policy=policy)
-    misses = 0
-    for name in trace:
-        if store.get(k(name), raw) is None:
-            misses += 1
-            store.put(k(name), bytes(SIZE))
-    return misses / len(trace)
 
 
 def test_s3fifo_misses_no_more_than_lru_on_a_zipf_trace() -> None:
