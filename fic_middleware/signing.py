@@ -15,7 +15,6 @@ import re
 from collections.abc import Sequence
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
-SIGNATURE_BYTES = hashlib.sha256().digest_size
 # A URL longer than this is refused before any work (browsers and servers cap near 8 KiB).
 MAX_URL_BYTES = 4096
 
