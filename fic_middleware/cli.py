@@ -167,8 +167,6 @@ def _get(mw: FastImageCache, path: str) -> str:
 def cmd_gc(args: argparse.Namespace, out: IO[str]) -> int:
     """Remove entries that can no longer be served, even stale; report the rest."""
     mw = _middleware(args)
-    config = mw.config
-    grace = max(config.stale_while_revalidate, config.stale_if_error)
     now = time.time()
     expired, damaged = [], []
     for key, record in _progress(mw.storage.scan(), mw.storage.stats()["entries"], "gc"):
@@ -177,7 +175,7 @@ def cmd_gc(args: argparse.Namespace, out: IO[str]) -> int:
         except CorruptRecord:  # another version included: unreadable by this release
             damaged.append(key)
             continue
-        if entry.expires_at + (0 if entry.negative else grace) < now:
+        if max(entry.stale_until, entry.error_until) < now:  # not even servable stale
             expired.append(key)
     for key in expired + damaged:
         mw.storage.delete(key)

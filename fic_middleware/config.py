@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import hashlib
 import ipaddress
 import os
 import re
@@ -317,6 +318,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("stale_if_error", _duration, 86400.0,
            "Serve an expired entry this long when the origin fails."),
     Option("negative_ttl", _duration, 30.0, "Remember an origin's 404/410 this long (0: never)."),
+    # Their own budget: a crawl of missing paths must not push real images out.
+    Option("negative_max_entries", _positive, 10_000,
+           "Remembered 404/410s kept at most (a store of their own, never evicting images)."),
     Option("encryption_key", _optional(_secret_str), None,
            "Encrypt stored bodies (AES-GCM); needs fic-middleware[encryption].", secret=True),
     Option("encryption_key_file", _optional(_path), None, "File holding the encryption_key."),
@@ -327,6 +331,11 @@ OPTIONS: tuple[Option, ...] = (
     # L2: hosts share fetched records through Redis; a dead Redis never fails a request.
     Option("redis_url", _optional(_secret_str), None,
            "redis://host:port/db of the shared tier (needs fic-middleware[redis]).", secret=True),
+    # Anyone who can write to Redis must not be able to make every host serve their bytes.
+    Option("redis_key", _optional(_secret_str), None,
+           "HMAC key that authenticates records in the Redis tier (required with redis_url, "
+           "unless encryption_key is set).", secret=True),
+    Option("redis_key_file", _optional(_path), None, "File holding the redis_key."),
     # Remote mode ({prefix}/r/{sig}/{b64url}) is off until a key is configured.
     Option("signing_key", _optional(_secret_str), None, "HMAC key that signs and verifies remote URLs.",
            secret=True),
@@ -381,11 +390,14 @@ class Config:
     stale_while_revalidate: float
     stale_if_error: float
     negative_ttl: float
+    negative_max_entries: int
     encryption_key: str | None
     encryption_key_file: str | None
     admin_token: str | None
     admin_token_file: str | None
     redis_url: str | None
+    redis_key: str | None
+    redis_key_file: str | None
     signing_key: str | None
     signing_keys: tuple[str, ...]
     signing_key_file: str | None
@@ -436,6 +448,13 @@ class Config:
         values = {o.name: o.parse(o.name, raw[o.name]) for o in OPTIONS}
         _check(values)
         return cls(**values)
+
+    @property
+    def redis_auth_key(self) -> bytes:
+        """The HMAC key of records in the Redis tier: redis_key, else derived from
+        encryption_key (a fixed-purpose hash, so the two keys are never the same bytes)."""
+        secret = self.redis_key or self.encryption_key or ""
+        return hashlib.sha256(b"fic-middleware-redis-v1\0" + secret.encode()).digest()
 
     @property
     def verify_keys(self) -> tuple[str, ...]:
@@ -501,7 +520,7 @@ def _check(values: dict[str, Any]) -> None:
     if values["signing_key"] is not None and not values["signing_key"].strip():
         raise ConfigError("signing_key: must not be empty")
     _read_keys(values["signing_key_file"])  # fail now, not on the first request
-    for secret in ("encryption_key", "admin_token"):
+    for secret in ("encryption_key", "admin_token", "redis_key"):
         if values[f"{secret}_file"]:
             keys = _read_keys(values[f"{secret}_file"], f"{secret}_file")
             if len(keys) != 1:
@@ -516,6 +535,9 @@ def _check(values: dict[str, Any]) -> None:
             raise ConfigError("admin_token: the admin endpoints need prometheus_client "
                               "(pip install 'fic-middleware[admin]')") from None
     if values["redis_url"]:
+        if not values["redis_key"] and not values["encryption_key"]:
+            raise ConfigError("redis_key: required with redis_url (or set encryption_key): "
+                              "records from Redis are authenticated with it")
         if not values["redis_url"].startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("redis_url: expected redis://, rediss:// or unix://, got '***'")
         try:

@@ -2,11 +2,12 @@
 fetcher.
 
 One fetch per key at a time (:mod:`locking`): other requests for it wait and are served
-what the leader stored. Freshness follows RFC 9111 (see :func:`http.freshness_lifetime`),
-clamped by the operator.
-Past it, an entry is still served for ``stale_while_revalidate`` seconds while one
-background fetch refreshes it, and for ``stale_if_error`` seconds when the origin fails.
-An origin's 404/410 is remembered for ``negative_ttl`` seconds.
+what the leader stored. Freshness and the stale windows follow RFC 9111 and RFC 5861 within
+the operator's bounds (:mod:`freshness`): past its lifetime an entry is served while one
+background fetch revalidates it (until ``stale_until``), and when the origin is unreachable,
+times out or answers 500/502/503/504 (until ``error_until``). An origin's 4xx is its answer:
+the stored copy is dropped. An origin's 404/410 is remembered for ``negative_ttl`` seconds,
+in a store of its own, so that requests for missing images never evict real ones.
 """
 
 from __future__ import annotations
@@ -20,29 +21,36 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import http
 from .config import Config
-from .errors import NotFound, OriginError, OriginTimeout, RequestError
+from .errors import NotFound, OriginRefused, OriginTimeout, OriginUnavailable, RequestError
 from .fetch import Fetched, Fetcher
+from .freshness import Policy
+from .imagetypes import SNIFF_BYTES, sniff
 from .limits import InflightLimiter, MissLimiter
 from .locking import HostLocks, Lock, LockChain, ProcessOnly, SingleFlight
 from .metrics import Stats
 from .redis_tier import RedisTier
-from .record import CorruptRecord, Entry, Reader, Sealer, UnknownRecord, encode, strong_etag
+from .record import (
+    MUST_REVALIDATE, NEGATIVE, NO_CACHE, CorruptRecord, Entry, Reader, Sealer, UnknownRecord, encode,
+    strong_etag,
+)
 from .routing import ImageRequest
 from .storage import Storage
 
 log = logging.getLogger("fic_middleware")
 _READER_MEMO_BYTES = 64 * 1024 * 1024
 _REFRESH_THREADS = 4
-_GONE = "image not found at origin"
 
 
 class ImageCache:
     """Answers an :class:`ImageRequest` with a response carrying its RFC 9211 Cache-Status."""
 
     def __init__(self, config: Config, storage: Storage, fetcher: Fetcher,
-                 clock: Callable[[], float] = time.time) -> None:
+                 negatives: Storage, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.storage = storage
+        self.negatives = negatives  # remembered 404/410s, with a budget of their own
+        self.policy = Policy(config.default_ttl, config.min_ttl, config.max_ttl,
+                             config.stale_while_revalidate, config.stale_if_error)
         self.fetcher = fetcher
         self.clock = clock
         self.sealer = Sealer(config.encryption_key) if config.encryption_key else None
@@ -59,7 +67,8 @@ class ImageCache:
         self.shared: RedisTier | None = None
         if config.redis_url:
             # A host that died mid-fetch holds its Redis lock until this runs out.
-            self.shared = RedisTier(config.redis_url, lock_ttl=config.total_timeout + 5,
+            self.shared = RedisTier(config.redis_url, config.redis_auth_key,
+                                    lock_ttl=config.total_timeout + 5,
                                     on_failure=self.stats.redis_failed)
             self.locks = LockChain(self.locks, self.shared)
         self._refreshing: set[bytes] = set()
@@ -85,6 +94,11 @@ class ImageCache:
             if entry.negative:
                 return http.NEGATIVE_HIT
             return http.hit_response(entry, now, self._client_max_age)
+        if entry is None:
+            negative = self._negative(request.key)
+            if negative is not None and now < negative.expires_at:
+                self.stats.hit += 1
+                return http.NEGATIVE_HIT
         if entry is None and self.shared is not None:
             entry = self._from_shared(request.key)
             if entry is not None and now < entry.expires_at:
@@ -92,8 +106,7 @@ class ImageCache:
                 if entry.negative:
                     return http.NEGATIVE_HIT
                 return http.image_response(entry, http.SHARED_HIT, now, self._client_max_age)
-        if entry is not None and not entry.negative and \
-                now < entry.expires_at + self.config.stale_while_revalidate:
+        if entry is not None and not entry.negative and now < entry.stale_until:
             self.stats.result("stale")
             self._refresh_later(request, entry)
             return http.image_response(entry, http.STALE_HIT, now, 0)
@@ -103,14 +116,14 @@ class ImageCache:
     def corrupt_records(self) -> int:
         return self.stats.corrupt
 
-    def _unreadable(self, key: bytes, exc: Exception) -> None:
+    def _unreadable(self, key: bytes, exc: Exception, storage: Storage | None = None) -> None:
         """A read that failed is a miss; a corrupt record is also deleted and counted."""
         if isinstance(exc, UnknownRecord):  # another release's format: replaced on store
             return
         if isinstance(exc, CorruptRecord):
             self.stats.corrupt += 1
             log.warning("dropping a corrupt cache record (%s)", exc)
-            self._delete(key)
+            self._delete(key, storage)
         else:  # the storage failing must not fail the request: fetch instead
             log.error("cache read failed", exc_info=exc)
 
@@ -164,6 +177,8 @@ class ImageCache:
             entry = self._get(key, self._decode)
         except Exception:
             return None
+        if entry is None:
+            entry = self._negative(key)
         if entry is None and self.shared is not None:
             entry = self._from_shared(key)
         now = self.clock()
@@ -182,9 +197,15 @@ class ImageCache:
         except NotFound:
             self._remember_gone(request.key)
             raise
-        except (OriginError, OriginTimeout) as exc:
+        except OriginRefused as exc:
+            if stale is not None:
+                log.debug("origin refused (%s); dropping the stored copy", exc)
+                self._delete_everywhere(request.key)
+            raise
+        except (OriginUnavailable, OriginTimeout) as exc:
+            # RFC 5861 §4: only a failing origin is bridged; a must-revalidate entry never.
             now = self.clock()
-            if stale is not None and now < stale.expires_at + self.config.stale_if_error:
+            if stale is not None and now < stale.error_until:
                 log.debug("origin failed (%s); serving stale", exc)
                 self.stats.result("stale")
                 return http.image_response(stale, http.STALE_IF_ERROR, now, 0)
@@ -197,22 +218,30 @@ class ImageCache:
                 ) -> http.Response:
         """Store what the origin sent (unless it forbids it) and answer with it."""
         now = self.clock()
-        if fetched.status == 304 and stale is not None:
-            # Revalidated: same body, new freshness from the 304's headers.
+        revalidated = fetched.status == 304 and stale is not None
+        if revalidated:
+            # RFC 9111 §4.3.4: same body; the 304's headers update the stored ones.
             log.debug("revalidated %s", request.url)
+            assert stale is not None
             entry = self._entry(stale.body, stale.content_type, fetched, now, stale)
         else:
             entry = self._entry(fetched.body, fetched.content_type, fetched, now, None)
-        lifetime = http.freshness_lifetime(fetched.cache_control, fetched.expires, fetched.date,
-                                           self.config.default_ttl, now)
+        freshness = self.policy.freshness(entry.cache_control, fetched.expires, fetched.date,
+                                          fetched.age, now)
         forwarded = "stale" if stale is not None else "miss"
-        if lifetime is None:
+        if freshness is None:
             log.debug("not stored: origin forbids it (%s)", fetched.cache_control)
+            if revalidated:
+                self._delete_everywhere(request.key)
             return http.image_response(entry, f"fic; fwd={forwarded}", now, 0, cacheable=False)
-        # RFC 9111 §4.2.3: time the response already spent in caches upstream counts.
-        lifetime = max(0.0, lifetime - fetched.age) if lifetime else lifetime
-        entry.expires_at = now + http.clamp(lifetime, self.config.min_ttl, self.config.max_ttl)
+        entry.expires_at = now + freshness.lifetime
+        entry.stale_until = entry.expires_at + freshness.stale_while_revalidate
+        entry.error_until = entry.expires_at + freshness.stale_if_error
+        entry.flags = (NO_CACHE if freshness.no_cache else 0) | \
+            (MUST_REVALIDATE if freshness.must_revalidate else 0)
         stored = self._store(request.key, entry)
+        if stored and stale is None:
+            self._forget_gone(request.key)
         status = f"fic; fwd={forwarded}; stored" if stored else f"fic; fwd={forwarded}"
         return http.image_response(entry, status, now, self._client_max_age)
 
@@ -238,49 +267,77 @@ class ImageCache:
                 self._refreshing.discard(request.key)
 
     def _remember_gone(self, key: bytes) -> None:
-        """Negative caching: the origin's 404/410 answers for ``negative_ttl`` seconds."""
+        """Negative caching: the origin's 404/410 answers for ``negative_ttl`` seconds.
+        Kept in the negative store (its own budget); the image it replaces is dropped."""
+        self._delete_everywhere(key)
         if self.config.negative_ttl <= 0:
             return
         now = self.clock()
-        self._store(key, Entry(b"", "", "", None, None, now, now + self.config.negative_ttl,
-                               negative=True))
+        entry = Entry(b"", "", "", None, None, now, now + self.config.negative_ttl, NEGATIVE)
+        record = encode(entry, key, self.sealer)
+        if self.shared is not None:
+            self.shared.put(key, record, self.config.negative_ttl)
+        self._put_l1(key, record, entry.expires_at, self.negatives)
+
+    def _negative(self, key: bytes) -> Entry | None:
+        """A remembered 404/410 for ``key``, if any (asked only when there is no image)."""
+        try:
+            return self.negatives.get(key, self._decode)
+        except Exception as exc:
+            self._unreadable(key, exc, self.negatives)
+            return None
+
+    def _forget_gone(self, key: bytes) -> None:
+        """The image exists again: drop its remembered 404 (a read first, so the common
+        case, no such record, writes nothing)."""
+        if self._negative(key) is not None:
+            self._delete(key, self.negatives)
 
     @staticmethod
     def _entry(body: bytes, content_type: str, fetched: Fetched, now: float,
                stale: Entry | None) -> Entry:
         last_modified = fetched.last_modified or (stale.last_modified if stale else None)
         origin_etag = fetched.etag or (stale.origin_etag if stale else None)
+        cache_control = fetched.cache_control or (stale.cache_control if stale else None)
         etag = stale.etag if stale is not None else strong_etag(body)
-        return Entry(body, content_type, etag, last_modified, origin_etag, now, now)
+        return Entry(body, content_type, etag, last_modified, origin_etag, now, now,
+                     cache_control=cache_control)
 
     def _from_shared(self, key: bytes) -> Entry | None:
         """An entry from the Redis tier, checked like any record and kept in L1 too."""
         assert self.shared is not None
-        record = self.shared.get(key)
-        if record is None:
-            return None
         try:
+            record = self.shared.get(key)
+            if record is None:
+                return None
             entry = self.reader.decode(key, record)
+            if not entry.negative and not self._acceptable(entry):
+                raise CorruptRecord("not an allowed image of its type")
         except CorruptRecord as exc:
             self.stats.corrupt += 1
             log.warning("dropping a corrupt record from the redis tier (%s)", exc)
             self.shared.delete(key)
             return None
-        self._put_l1(key, record, entry.expires_at)
+        self._put_l1(key, record, entry.expires_at, self.negatives if entry.negative else None)
         return entry
+
+    def _acceptable(self, entry: Entry) -> bool:
+        """What came over the network from another host passes the checks a fetch does."""
+        return entry.content_type in self.config.allowed_types and \
+            sniff(entry.content_type, entry.body[:SNIFF_BYTES])
 
     def _store(self, key: bytes, entry: Entry) -> bool:
         record = encode(entry, key, self.sealer)
         if self.shared is not None:
             # Kept as long as it may still be served stale.
-            keep = entry.expires_at - self.clock() + max(self.config.stale_if_error,
-                                                         self.config.stale_while_revalidate)
+            keep = max(entry.stale_until, entry.error_until) - self.clock()
             self.shared.put(key, record, keep)
         return self._put_l1(key, record, entry.expires_at)
 
-    def _put_l1(self, key: bytes, record: bytes, expires_at: float) -> bool:
+    def _put_l1(self, key: bytes, record: bytes, expires_at: float,
+                storage: Storage | None = None) -> bool:
         try:
-            stored = self.storage.put(key, record, expires_at)
+            stored = (storage or self.storage).put(key, record, expires_at)
         except Exception:  # serve what we fetched even if the disk says no
             log.exception("cache write failed")
             return False
@@ -288,24 +345,27 @@ class ImageCache:
             log.debug("not stored: over the cache budget")
         return stored
 
-    def _delete(self, key: bytes) -> bool:
+    def _delete(self, key: bytes, storage: Storage | None = None) -> bool:
         try:
-            return self.storage.delete(key)
+            return (storage or self.storage).delete(key)
         except Exception:
             log.exception("cache delete failed")
             return False
 
+    def _delete_everywhere(self, key: bytes) -> bool:
+        """Drop ``key`` from this host (images and remembered 404s) and the shared tier."""
+        if self.shared is not None:
+            self.shared.delete(key)
+        return self._delete(key) | self._delete(key, self.negatives)
+
     def purge(self, keys: list[bytes]) -> int:
         """Forget these entries, here and in the shared tier; how many this host had."""
-        if self.shared is not None:
-            for key in keys:
-                self.shared.delete(key)
-        return sum(self._delete(key) for key in keys)
+        return sum(self._delete_everywhere(key) for key in keys)
 
     def purge_all(self) -> int:
         if self.shared is not None:
             self.shared.clear()
-        return self.storage.clear()
+        return self.storage.clear() + self.negatives.clear()
 
     def close(self) -> None:
         if self._refresher is not None:

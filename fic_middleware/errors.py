@@ -10,9 +10,15 @@
           ├── NotFound              404   unknown origin, origin 404/410
           ├── MethodNotAllowed      405
           ├── TooManyRequests       429   client over its miss rate (.retry_after)
-          ├── OriginError           502   origin failed, not an image, too large, TLS
+          ├── OriginError           502   not an image, too large, too many redirects
+          │    ├── OriginUnavailable 502  unreachable, TLS or connection failure, 5xx
+          │    └── OriginRefused     502  the origin's 4xx (401, 403, 451...): access revoked
           ├── Overloaded            503   too many fetches in flight (.retry_after)
           └── OriginTimeout         504
+
+Only OriginUnavailable and OriginTimeout are failures a stale copy may bridge
+(``stale_if_error``); an OriginRefused or NotFound from the origin is its answer, and
+replaces the stored copy.
 
 A leaf's message is shown to the client as the plain-text body, so it is written for
 users and never carries addresses, paths, origin bodies or secrets.
@@ -73,6 +79,14 @@ class Overloaded(RequestError):
 
 class OriginError(RequestError):
     status = HTTPStatus.BAD_GATEWAY
+
+
+class OriginUnavailable(OriginError):
+    """The origin could not answer: it may answer again, so a stale copy can stand in."""
+
+
+class OriginRefused(OriginError):
+    """The origin refused the image (a 4xx other than 404/410): it is no longer to be served."""
 
 
 class OriginTimeout(RequestError):

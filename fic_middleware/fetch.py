@@ -27,7 +27,9 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util import Retry, Timeout
 
 from .config import Config
-from .errors import BadRequest, Forbidden, NotFound, OriginError, OriginTimeout
+from .errors import (
+    BadRequest, Forbidden, NotFound, OriginError, OriginRefused, OriginTimeout, OriginUnavailable,
+)
 from .imagetypes import SNIFF_BYTES, canonical_type, sniff
 from . import netguard
 from .netguard import AddressPolicy, ForbiddenAddress, Resolver, guarded_pool_classes, system_resolver
@@ -37,6 +39,11 @@ log = logging.getLogger("fic_middleware")
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _GONE = frozenset({404, 410})
+# Statuses that say the origin is failing, not that the image is gone: retried, and bridged
+# by a stale copy (RFC 5861 §4 names 500, 502, 503 and 504).
+_UNAVAILABLE = frozenset({500, 502, 503, 504})
+# 4xx that say "not now" rather than "not this image": not bridged, but the copy is kept.
+_TRANSIENT_4XX = frozenset({408, 429})
 _CHUNK = 64 * 1024
 # Content-Encodings urllib3 decodes; any other would be stored as if it were the image.
 _DECODABLE = frozenset({"", "identity", *urllib3.response.HTTPResponse.CONTENT_DECODERS})
@@ -72,25 +79,25 @@ def _origin_errors() -> Iterator[None]:
         yield
     except MaxRetryError as exc:
         if exc.reason is None:
-            raise OriginError("origin failed") from exc
+            raise OriginUnavailable("origin failed") from exc
         with _origin_errors():
             raise exc.reason from exc
     except ForbiddenAddress as exc:
         raise Forbidden("target address not allowed") from exc
     except NameResolutionError as exc:
-        raise OriginError("origin host could not be resolved") from exc
+        raise OriginUnavailable("origin host could not be resolved") from exc
     except NewConnectionError as exc:
-        raise OriginError("origin could not be reached") from exc
+        raise OriginUnavailable("origin could not be reached") from exc
     except (urllib3.exceptions.TimeoutError, TimeoutError) as exc:
         raise OriginTimeout("origin timed out") from exc
     except SSLError as exc:
-        raise OriginError("TLS connection to the origin failed") from exc
+        raise OriginUnavailable("TLS connection to the origin failed") from exc
     except DecodeError as exc:
         raise OriginError("origin body could not be decoded") from exc
     except LocationParseError as exc:
         raise BadRequest("bad URL") from exc
     except (ProtocolError, HTTPError, OSError) as exc:
-        raise OriginError("origin connection failed") from exc
+        raise OriginUnavailable("origin connection failed") from exc
 
 
 class Fetcher:
@@ -188,6 +195,10 @@ class Fetcher:
         if status in _GONE:
             raise NotFound("image not found at origin")
         if status != 200:
+            if status in _UNAVAILABLE:
+                raise OriginUnavailable(f"origin answered {status}")
+            if 400 <= status < 500 and status not in _TRANSIENT_4XX:
+                raise OriginRefused(f"origin answered {status}")
             raise OriginError(f"origin answered {status}")
         content_type = canonical_type(response.headers.get("Content-Type", ""))
         if content_type not in cfg.allowed_types:

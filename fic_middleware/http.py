@@ -1,17 +1,16 @@
-"""HTTP values and helpers: responses, headers, freshness. werkzeug's parsers stay in here
-(their API changes between 3.1 and 3.2); callers get plain values."""
+"""HTTP values and helpers: responses, headers, conditional requests, ranges. werkzeug's
+parsers stay in here and in :mod:`freshness` (their API changes between 3.1 and 3.2);
+callers get plain values."""
 
 from __future__ import annotations
 
-import math
 import re
 from http import HTTPStatus
 
-from werkzeug.datastructures import ResponseCacheControl
-from werkzeug.http import parse_cache_control_header, parse_date, parse_etags
+from werkzeug.http import parse_date, parse_etags
 
 from .errors import MethodNotAllowed, NotFound, RequestError
-from .record import Entry
+from .record import MUST_REVALIDATE, NO_CACHE, Entry
 
 Headers = list[tuple[str, str]]
 
@@ -21,8 +20,6 @@ SVG_CSP = ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inl
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _NO_STORE = ("Cache-Control", "no-store")
 
-# Longer than any max_ttl; keeps a 400-digit max-age a finite float.
-_LONGEST = 2**53
 HIT = "fic; hit"
 SHARED_HIT = "fic; hit; detail=shared"  # from the Redis tier, now in this host's cache too
 # Served from the cache while a background fetch refreshes it (RFC 5861 semantics).
@@ -86,11 +83,15 @@ NEGATIVE_HIT.headers.append(("Cache-Status", HIT))
 def image_response(entry: Entry, cache_status: str, now: float, client_max_age: float,
                    cacheable: bool = True) -> Response:
     """Headers of an image answer (hit or miss): RFC 9211 Cache-Status, Age, our ETag."""
-    if cacheable:
+    if not cacheable:
+        cache_control = "no-store"
+    elif entry.flags & NO_CACHE:  # the origin wants every use checked: so must clients
+        cache_control = "public, no-cache"
+    else:
         max_age = max(0, min(int(entry.expires_at - now), int(client_max_age)))
         cache_control = f"public, max-age={max_age}"
-    else:
-        cache_control = "no-store"
+        if entry.flags & MUST_REVALIDATE:
+            cache_control += ", must-revalidate"
     headers = [
         ("Content-Type", entry.content_type),
         ("Content-Length", str(len(entry.body))),
@@ -173,37 +174,3 @@ def is_not_modified(entry: Entry, if_none_match: str | None, if_modified_since: 
         modified = parse_date(entry.last_modified)
         return since is not None and modified is not None and modified <= since
     return False
-
-
-def freshness_lifetime(cache_control: str | None, expires: str | None, date: str | None,
-                       default: float, now: float) -> float | None:
-    """Seconds the origin lets us keep a response (RFC 9111 §4.2.1); None if not storable.
-
-    Shared-cache rules: s-maxage over max-age over Expires; no-store and private forbid
-    storing; no-cache allows storing but every use must be revalidated (lifetime 0).
-    """
-    if cache_control:
-        cc = parse_cache_control_header(cache_control, cls=ResponseCacheControl)
-        if cc.no_store or cc.private:
-            return None
-        if cc.no_cache:
-            return 0.0
-        for value in (cc.s_maxage, cc.max_age):
-            if value is not None and value >= 0:
-                return float(min(value, _LONGEST))  # clamped to max_ttl later anyway
-    if expires is not None:
-        expires_at = parse_date(expires)
-        if expires_at is None:  # an invalid Expires means "already expired" (§5.3)
-            return 0.0
-        # Expires is relative to the origin's clock (its Date), not ours.
-        origin_now = parse_date(date) if date else None
-        base = origin_now.timestamp() if origin_now else now
-        return max(0.0, expires_at.timestamp() - base)
-    return default
-
-
-def clamp(lifetime: float, low: float, high: float) -> float:
-    """Operator bounds on origin freshness; a no-cache lifetime (0) stays 0."""
-    if lifetime == 0.0:
-        return 0.0
-    return float(min(max(lifetime, low), high)) if math.isfinite(lifetime) else high

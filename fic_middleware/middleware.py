@@ -25,7 +25,7 @@ from .errors import MethodNotAllowed, NotFound, RequestError
 from .fetch import Fetcher
 from .limits import client_address
 from .routing import Router
-from .storage import open_storage
+from .storage import open_negative_storage, open_storage
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -54,7 +54,8 @@ class FastImageCache:
         self.config = Config.load(**options)
         self.storage = open_storage(self.config)
         self.fetcher = Fetcher(self.config)
-        self.cache = ImageCache(self.config, self.storage, self.fetcher)
+        self.negatives = open_negative_storage(self.config)
+        self.cache = ImageCache(self.config, self.storage, self.fetcher, self.negatives)
         self.router = Router(self.config)
         self._prefix = self.config.prefix
         self._prefix_len = len(self._prefix)
@@ -153,4 +154,5 @@ class FastImageCache:
         """Release the storage, the connection pools and the refresh threads."""
         self.cache.close()
         self.storage.close()
+        self.negatives.close()
         self.fetcher.close()

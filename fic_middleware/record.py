@@ -2,15 +2,21 @@
 
 Layout (little-endian)::
 
-    b"FIC" | version u8 | flags u8 | stored_at f64 | expires_at f64 | body digest u64 (xxh3)
-    | body length u32 | meta length u16 | crc32(key, header, meta) u32 | meta | body
+    b"FIC" | version u8 | flags u8 | stored_at f64 | expires_at f64 | stale_until f64
+    | error_until f64 | body digest u64 (xxh3) | body length u32 | meta length u16
+    | crc32(key, header, meta) u32 | meta | body
 
 The checksum covers the storage key, so a record moved under another key does not check out.
+``expires_at`` ends freshness; past it the entry may be served while one background fetch
+revalidates it until ``stale_until``, and when the origin fails until ``error_until``
+(:mod:`freshness` computes all three when the response is stored).
 
-``meta`` is ``content_type NUL etag NUL last_modified NUL origin_etag`` (latin-1). Flags:
-``NEGATIVE`` (the origin said 404/410; no body) and ``ENCRYPTED`` (the stored body is
-``nonce | AES-GCM(body)`` with the storage key as associated data, so a record cannot be
-moved to another key). The digest covers the stored body bytes. Anything that does not
+``meta`` is ``content_type NUL etag NUL last_modified NUL origin_etag NUL cache_control``
+(latin-1; the origin's Cache-Control is kept for a 304 that does not repeat it). Flags:
+``NEGATIVE`` (the origin said 404/410; no body), ``NO_CACHE`` (the origin said no-cache:
+every use asks it first), ``MUST_REVALIDATE`` (never served stale; clients are told so) and
+``ENCRYPTED`` (the stored body is ``nonce | AES-GCM(body)`` with the storage key as
+associated data, so a record cannot be moved to another key). The digest covers the stored body bytes. Anything that does not
 check out raises :class:`CorruptRecord`; an unknown version, or an encrypted record
 without the key (or the reverse), raises :class:`UnknownRecord`. Both are misses.
 
@@ -30,12 +36,14 @@ from typing import Any
 from xxhash import xxh3_64_intdigest
 
 MAGIC = b"FIC"
-VERSION = 2  # 2: the header checksum covers the storage key too
-_HEADER = struct.Struct("<3sBBddQIHI")
+VERSION = 3  # 2: the header checksum covers the storage key; 3: stale windows, cache_control
+_HEADER = struct.Struct("<3sBBddddQIHI")
 _CRC_AT = _HEADER.size - 4
 _SEP = b"\0"
 NEGATIVE = 1
 ENCRYPTED = 2
+NO_CACHE = 4
+MUST_REVALIDATE = 8
 _NONCE_BYTES = 12
 
 
@@ -51,12 +59,15 @@ class Entry:
     """One cached image, decoded from a record."""
 
     __slots__ = ("body", "content_type", "etag", "last_modified", "origin_etag",
-                 "stored_at", "expires_at", "negative", "hit")
+                 "stored_at", "expires_at", "stale_until", "error_until", "cache_control",
+                 "flags", "negative", "hit")
 
     def __init__(self, body: bytes, content_type: str, etag: str, last_modified: str | None,
                  origin_etag: str | None, stored_at: float, expires_at: float,
-                 negative: bool = False) -> None:
-        self.negative = negative  # the origin said the image does not exist
+                 flags: int = 0, *, stale_until: float | None = None,
+                 error_until: float | None = None, cache_control: str | None = None) -> None:
+        self.flags = flags  # NEGATIVE, NO_CACHE, MUST_REVALIDATE
+        self.negative = bool(flags & NEGATIVE)  # the origin said the image does not exist
         self.body = body
         self.content_type = content_type
         self.etag = etag
@@ -64,6 +75,10 @@ class Entry:
         self.origin_etag = origin_etag
         self.stored_at = stored_at
         self.expires_at = expires_at
+        # Without stale windows, an entry is never served stale.
+        self.stale_until = expires_at if stale_until is None else stale_until
+        self.error_until = expires_at if error_until is None else error_until
+        self.cache_control = cache_control  # the origin's, for a 304 that omits it
         # (second, response) of the last hit response built for this entry (http.hit_response).
         self.hit: tuple[int, Any] | None = None
 
@@ -99,13 +114,15 @@ def encode(entry: Entry, key: bytes = b"", sealer: Sealer | None = None) -> byte
     """The record for ``entry``; with a sealer the body is encrypted, bound to ``key``."""
     meta = _SEP.join((entry.content_type.encode("latin-1"), entry.etag.encode("latin-1"),
                       (entry.last_modified or "").encode("latin-1"),
-                      (entry.origin_etag or "").encode("latin-1")))
-    flags = NEGATIVE if entry.negative else 0
+                      (entry.origin_etag or "").encode("latin-1"),
+                      (entry.cache_control or "").encode("latin-1")))
+    flags = entry.flags & ~ENCRYPTED
     body = entry.body
     if sealer is not None:
         flags |= ENCRYPTED
         body = sealer.seal(key, body)
     header = _HEADER.pack(MAGIC, VERSION, flags, entry.stored_at, entry.expires_at,
+                          entry.stale_until, entry.error_until,
                           xxh3_64_intdigest(body), len(body), len(meta), 0)
     crc = zlib.crc32(meta, zlib.crc32(memoryview(header)[:_CRC_AT], zlib.crc32(key)))
     return b"".join((header[:_CRC_AT], crc.to_bytes(4, "little"), meta, body))
@@ -115,8 +132,8 @@ def decode(buf: bytes | memoryview, key: bytes = b"", sealer: Sealer | None = No
     """Check and decode a record; the body is copied out, so ``buf`` may be a transient view."""
     if len(buf) < _HEADER.size:
         raise CorruptRecord("short record")
-    magic, version, flags, stored_at, expires_at, digest, body_len, meta_len, crc = \
-        _HEADER.unpack_from(buf)
+    magic, version, flags, stored_at, expires_at, stale_until, error_until, digest, body_len, \
+        meta_len, crc = _HEADER.unpack_from(buf)
     if magic != MAGIC:
         raise CorruptRecord("bad magic")
     if version != VERSION:
@@ -134,9 +151,13 @@ def decode(buf: bytes | memoryview, key: bytes = b"", sealer: Sealer | None = No
     if bool(flags & ENCRYPTED) != (sealer is not None):
         raise UnknownRecord("encryption setting differs from the record's")
     body = sealer.open(key, stored) if sealer is not None else bytes(stored)
-    content_type, etag, last_modified, origin_etag = bytes(meta).decode("latin-1").split("\0")
+    fields = bytes(meta).decode("latin-1").split("\0")
+    if len(fields) != 5:
+        raise CorruptRecord("bad metadata")
+    content_type, etag, last_modified, origin_etag, cache_control = fields
     return Entry(body, content_type, etag, last_modified or None, origin_etag or None,
-                 stored_at, expires_at, bool(flags & NEGATIVE))
+                 stored_at, expires_at, flags & ~ENCRYPTED, stale_until=stale_until,
+                 error_until=error_until, cache_control=cache_control or None)
 
 
 class Reader:

@@ -1,7 +1,9 @@
 """The shared tier: records in Redis, shared by the hosts that point ``redis_url`` at it.
 
 Each host keeps its LMDB cache (L1); a miss there asks Redis (L2) before the origin, and a
-fetch stores in both. A lock with ``SET NX PX`` makes one host fetch a key while the others
+fetch stores in both. Whoever can write to Redis is not trusted: each value is
+``HMAC-SHA256(auth_key, key | record) | record``, and a value whose tag does not check out
+is dropped as corrupt (the caller then checks type and magic bytes like a fetch's). A lock with ``SET NX PX`` makes one host fetch a key while the others
 wait. Redis is a helper, never a dependency of a request: every call has short timeouts,
 a failure is counted and logged at most once a minute, and after one the tier is skipped
 for a few seconds (so a dead Redis costs nothing per request).
@@ -9,6 +11,8 @@ for a few seconds (so a dead Redis costs nothing per request).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
 import threading
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .locking import wait_for
+from .record import CorruptRecord
 
 log = logging.getLogger("fic_middleware")
 
@@ -25,13 +30,14 @@ _TIMEOUT = 0.25
 _BACKOFF = 5.0  # seconds the tier is skipped after a failure
 _LOG_EVERY = 60.0
 # Compare-and-delete: only the holder's token releases a lock.
+_TAG_BYTES = 32
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 class RedisTier:
     """Records and fetch locks in Redis; every method swallows Redis failures."""
 
-    def __init__(self, url: str, *, lock_ttl: float, prefix: str = "fic:",
+    def __init__(self, url: str, auth_key: bytes, *, lock_ttl: float, prefix: str = "fic:",
                  on_failure: Callable[[], None] = lambda: None) -> None:
         try:
             import redis
@@ -42,6 +48,7 @@ class RedisTier:
                                            socket_connect_timeout=_TIMEOUT,
                                            health_check_interval=30)
         self.prefix = prefix.encode()
+        self._auth_key = auth_key
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.failures = 0
         self.on_failure = on_failure
@@ -68,13 +75,25 @@ class RedisTier:
             return default
 
     def get(self, key: bytes) -> bytes | None:
+        """The record stored under ``key``, or None if absent or Redis is unreachable.
+        Raises CorruptRecord (after deleting it) for a value that is not authentic."""
         value: bytes | None = self._call("get", lambda: self.client.get(self.prefix + key), None)
-        return value
+        if value is None:
+            return None
+        tag, record = value[:_TAG_BYTES], value[_TAG_BYTES:]
+        if not hmac.compare_digest(tag, self._tag(key, record)):
+            self.delete(key)
+            raise CorruptRecord("record fails its authentication")
+        return record
 
     def put(self, key: bytes, record: bytes, ttl: float) -> None:
         """Keep ``record`` for ``ttl`` seconds (at least one)."""
-        self._call("set", lambda: self.client.set(self.prefix + key, record,
+        value = self._tag(key, record) + record
+        self._call("set", lambda: self.client.set(self.prefix + key, value,
                                                   px=max(1000, int(ttl * 1000))), None)
+
+    def _tag(self, key: bytes, record: bytes) -> bytes:
+        return hmac.new(self._auth_key, self.prefix + key + b"\0" + record, hashlib.sha256).digest()
 
     def delete(self, key: bytes) -> bool:
         return bool(self._call("delete", lambda: self.client.delete(self.prefix + key), 0))

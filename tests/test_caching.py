@@ -11,7 +11,6 @@ import pytest
 import webtest
 
 from fic_middleware import ConfigError, FastImageCache, sign_url
-from fic_middleware.http import clamp, freshness_lifetime
 
 from .conftest import Origin
 from .images import png
@@ -44,34 +43,6 @@ def timed(make_mw: Any, clock: Clock) -> Any:
 
 
 # --- freshness -----------------------------------------------------------------------------
-
-HTTP_DATE = "Fri, 15 Jan 2027 08:00:00 GMT"  # 1_800_000_000 - 3_200 s... parsed below
-
-
-@pytest.mark.parametrize("cache_control, expires, date, lifetime", [
-    pytest.param("max-age=100", None, None, 100, id="max-age"),
-    pytest.param("max-age=100, s-maxage=50", None, None, 50, id="s-maxage wins (shared cache)"),
-    pytest.param("public, max-age=0", None, None, 0, id="max-age=0"),
-    pytest.param("no-cache", None, None, 0, id="no-cache: store, always revalidate"),
-    pytest.param("no-store", None, None, None, id="no-store"),
-    pytest.param("private, max-age=100", None, None, None, id="private"),
-    pytest.param(None, "Thu, 01 Jan 2026 00:01:40 GMT", "Thu, 01 Jan 2026 00:00:00 GMT", 100,
-                 id="Expires minus the origin's Date"),
-    pytest.param("max-age=7", "Thu, 01 Jan 2026 00:01:40 GMT", "Thu, 01 Jan 2026 00:00:00 GMT", 7,
-                 id="max-age beats Expires"),
-    pytest.param(None, "0", None, 0, id="invalid Expires is already expired"),
-    pytest.param(None, None, None, 555, id="nothing said: default"),
-    pytest.param("max-age=abc", None, None, 555, id="unreadable max-age: default"),
-])
-def test_freshness_lifetime(cache_control: str | None, expires: str | None, date: str | None,
-                            lifetime: float | None) -> None:
-    assert freshness_lifetime(cache_control, expires, date, 555, NOW) == lifetime
-
-
-@pytest.mark.parametrize("lifetime, expected", [(5, 60), (100, 100), (10**9, 3600), (0, 0)])
-def test_clamp(lifetime: float, expected: float) -> None:
-    assert clamp(lifetime, 60, 3600) == expected
-
 
 def test_hit_until_expiry_then_refetch(timed: Any, clock: Clock, origin: Origin) -> None:
     client, _ = timed(stale_while_revalidate=0, min_ttl=0)
@@ -165,6 +136,164 @@ def test_stale_if_error(timed: Any, clock: Clock, raw_origin: Any) -> None:
     client.get("/_fic/o/raw/sie.png", status=502)  # past stale_if_error
 
 
+# --- what must never be served stale (issue 11, items 1 and 2) --------------------------------
+
+def image_response(body: bytes, cache_control: str, extra: bytes = b"") -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nCache-Control: %s\r\n%s"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (cache_control.encode(), extra,
+                                                                   len(body)) + body)
+
+
+def test_no_cache_entry_is_revalidated_on_every_use(timed: Any, origin: Origin) -> None:
+    """The default stale_while_revalidate (60 s) used to serve a no-cache entry unasked."""
+    client, _ = timed()
+    first = client.get("/_fic/o/t/img/nc.png?cc=no-cache")
+    assert first.headers["Cache-Control"] == "public, no-cache"
+    for _ in range(3):
+        again = client.get("/_fic/o/t/img/nc.png?cc=no-cache")
+        assert again.headers["Cache-Status"] == "fic; fwd=stale; stored"  # asked the origin
+        assert again.headers["ETag"] == first.headers["ETag"]
+    assert origin.hits["/img/nc.png"] == 4
+    assert all(r.headers.get("If-None-Match") for r in origin.seen[1:])  # conditional each time
+
+
+@pytest.mark.parametrize("cache_control", [
+    pytest.param("max-age=60, must-revalidate", id="must-revalidate"),
+    pytest.param("max-age=60, Proxy-Revalidate", id="proxy-revalidate"),
+    pytest.param("s-maxage=60", id="s-maxage"),
+    pytest.param("no-cache", id="no-cache"),
+])
+def test_revalidate_entries_are_never_served_stale_on_error(timed: Any, clock: Clock, raw_origin: Any,
+                                                            cache_control: str) -> None:
+    client, _ = timed(origins={"raw": raw_origin.base}, stale_if_error="1d")
+    raw_origin.responses["/mr.png"] = image_response(png("mr"), cache_control)
+    client.get("/_fic/o/raw/mr.png")
+    raw_origin.responses["/mr.png"] = b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"
+    clock.now += 61
+    client.get("/_fic/o/raw/mr.png", status=502)
+
+
+def test_must_revalidate_entry_is_not_served_while_revalidating(timed: Any, clock: Clock,
+                                                                origin: Origin) -> None:
+    client, _ = timed(stale_while_revalidate="1h", min_ttl=0)
+    client.get("/_fic/o/t/img/mrw.png?cc=max-age%3D10%2C%20must-revalidate")
+    clock.now += 11
+    response = client.get("/_fic/o/t/img/mrw.png?cc=max-age%3D10%2C%20must-revalidate")
+    assert response.headers["Cache-Status"] == "fic; fwd=stale; stored"  # the client waited
+    assert response.headers["Cache-Control"] == "public, max-age=10, must-revalidate"
+
+
+def test_origin_stale_while_revalidate_is_honoured_below_the_operator_cap(timed: Any, clock: Clock,
+                                                                          origin: Origin) -> None:
+    client, _ = timed(stale_while_revalidate="1h", min_ttl=0)
+    url = "/_fic/o/t/img/oswr.png?cc=max-age%3D10%2C%20stale-while-revalidate%3D5"
+    client.get(url)
+    clock.now += 10 + 6  # past the origin's 5 s window, inside the operator's hour
+    assert client.get(url).headers["Cache-Status"] == "fic; fwd=stale; stored"
+
+
+def test_origin_stale_if_error_is_honoured_below_the_operator_cap(timed: Any, clock: Clock,
+                                                                  raw_origin: Any) -> None:
+    client, _ = timed(origins={"raw": raw_origin.base}, stale_while_revalidate=0,
+                      stale_if_error="1d", min_ttl=0)
+    raw_origin.responses["/osie.png"] = image_response(png("osie"), "max-age=10, stale-if-error=30")
+    client.get("/_fic/o/raw/osie.png")
+    raw_origin.responses["/osie.png"] = b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"
+    clock.now += 10 + 20
+    assert client.get("/_fic/o/raw/osie.png").headers["Cache-Status"] == \
+        "fic; hit; fwd=stale; detail=stale-if-error"
+    clock.now += 20  # 40 s past expiry: past the origin's 30 s
+    client.get("/_fic/o/raw/osie.png", status=502)
+
+
+@pytest.mark.parametrize("status", [401, 403, 451, 400])
+def test_an_origin_refusal_drops_the_stored_copy(timed: Any, clock: Clock, raw_origin: Any,
+                                                 status: int) -> None:
+    """Revoked access must take effect at the next fetch, not after stale_if_error (a day)."""
+    client, _ = timed(origins={"raw": raw_origin.base}, stale_while_revalidate=0,
+                      stale_if_error="1d")
+    body = png("revoked")
+    raw_origin.responses["/revoked.png"] = image_response(body, "max-age=60")
+    client.get("/_fic/o/raw/revoked.png")
+    raw_origin.responses["/revoked.png"] = b"HTTP/1.1 %d No\r\nContent-Length: 0\r\n\r\n" % status
+    clock.now += 61
+    client.get("/_fic/o/raw/revoked.png", status=502)
+    raw_origin.responses["/revoked.png"] = b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"
+    client.get("/_fic/o/raw/revoked.png", status=502)  # the copy is gone: nothing to bridge with
+
+
+def test_an_origin_404_replaces_the_stored_copy(timed: Any, clock: Clock, raw_origin: Any) -> None:
+    client, _ = timed(origins={"raw": raw_origin.base}, stale_while_revalidate=0,
+                      stale_if_error="1d", negative_ttl="30s")
+    raw_origin.responses["/gone.png"] = image_response(png("gone"), "max-age=60")
+    client.get("/_fic/o/raw/gone.png")
+    raw_origin.responses["/gone.png"] = b"HTTP/1.1 410 Gone\r\nContent-Length: 0\r\n\r\n"
+    clock.now += 61
+    client.get("/_fic/o/raw/gone.png", status=404)
+    raw_origin.responses["/gone.png"] = b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"
+    clock.now += 31
+    client.get("/_fic/o/raw/gone.png", status=502)
+
+
+@pytest.mark.parametrize("status", [408, 429])
+def test_an_origin_asking_to_wait_keeps_the_copy_but_is_not_bridged(timed: Any, clock: Clock,
+                                                                    raw_origin: Any, status: int) -> None:
+    client, _ = timed(origins={"raw": raw_origin.base}, stale_while_revalidate=0,
+                      stale_if_error="1d")
+    raw_origin.responses["/wait.png"] = image_response(png("wait"), "max-age=60")
+    client.get("/_fic/o/raw/wait.png")
+    raw_origin.responses["/wait.png"] = b"HTTP/1.1 %d Wait\r\nContent-Length: 0\r\n\r\n" % status
+    clock.now += 61
+    client.get("/_fic/o/raw/wait.png", status=502)
+    raw_origin.responses["/wait.png"] = b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"
+    assert client.get("/_fic/o/raw/wait.png").headers["Cache-Status"] == \
+        "fic; hit; fwd=stale; detail=stale-if-error"
+
+
+@pytest.mark.parametrize("cache_control", ["Private, max-age=60", "NO-STORE", "no-Store, Max-Age=60"])
+def test_odd_casing_still_forbids_storing(timed: Any, origin: Origin, cache_control: str) -> None:
+    client, _ = timed()
+    url = "/_fic/o/t/img/case.png?cc=" + cache_control.replace(" ", "%20").replace(",", "%2C")
+    first = client.get(url)
+    assert first.headers["Cache-Status"] == "fic; fwd=miss"
+    assert first.headers["Cache-Control"] == "no-store"
+    client.get(url)
+    assert origin.hits["/img/case.png"] == 2
+
+
+def test_odd_casing_of_max_age_is_read(timed: Any) -> None:
+    client, _ = timed(min_ttl=0)
+    assert client.get("/_fic/o/t/img/mx.png?cc=Max-Age%3D5").headers["Cache-Control"] == \
+        "public, max-age=5"
+
+
+def test_a_304_without_cache_control_keeps_the_stored_directives(timed: Any, clock: Clock,
+                                                                 raw_origin: Any) -> None:
+    """RFC 9111 §4.3.4: the stored response's headers are updated, not replaced by nothing."""
+    client, _ = timed(origins={"raw": raw_origin.base}, stale_while_revalidate=0, min_ttl=0,
+                      default_ttl="1d")
+    raw_origin.responses["/rv304.png"] = image_response(png("rv"), "max-age=10, must-revalidate",
+                                                        b'ETag: "v1"\r\n')
+    client.get("/_fic/o/raw/rv304.png")
+    raw_origin.responses["/rv304.png"] = b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\n\r\n'
+    clock.now += 11
+    response = client.get("/_fic/o/raw/rv304.png")
+    assert response.headers["Cache-Control"] == "public, max-age=10, must-revalidate"
+
+
+def test_a_response_that_arrives_stale_is_stored_and_revalidated(timed: Any, clock: Clock,
+                                                                 raw_origin: Any) -> None:
+    client, _ = timed(origins={"raw": raw_origin.base}, stale_while_revalidate=0, min_ttl="1m")
+    raw_origin.responses["/old.png"] = image_response(png("old"), "max-age=60", b"Age: 60\r\n")
+    response = client.get("/_fic/o/raw/old.png")
+    assert (response.headers["Cache-Status"], response.headers["Cache-Control"]) == \
+        ("fic; fwd=miss; stored", "public, max-age=0")
+    raw_origin.responses["/old.png"] = image_response(png("old"), "max-age=61", b"Age: 60\r\n")
+    clock.now += 1
+    response = client.get("/_fic/o/raw/old.png")
+    assert response.headers["Cache-Control"] == "public, max-age=1"  # not raised to min_ttl
+
+
 # --- negative caching -----------------------------------------------------------------------
 
 def test_origin_404_is_remembered(timed: Any, clock: Clock, origin: Origin) -> None:
@@ -183,6 +312,22 @@ def test_negative_ttl_zero_remembers_nothing(timed: Any, origin: Origin) -> None
     client.get("/_fic/o/t/status/410", status=404)
     client.get("/_fic/o/t/status/410", status=404)
     assert origin.hits["/status/410"] == 2
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "memory"])
+def test_negative_entries_never_evict_images(make_mw: Any, origin: Origin, backend: str) -> None:
+    """1,500 missing paths used to push 500 images out of a max_entries=1000 cache."""
+    client = webtest.TestApp(make_mw(backend=backend, max_entries=50, negative_max_entries=20))
+    images = [f"/_fic/o/t/img/keep{i}.png" for i in range(50)]
+    for url in images:
+        client.get(url)
+    for i in range(120):
+        client.get(f"/_fic/o/t/status/404/missing{i}", status=404)
+    assert [client.get(url).headers["Cache-Status"] for url in images] == ["fic; hit"] * 50
+    # The negative store keeps the newest within its own budget.
+    assert client.get("/_fic/o/t/status/404/missing119", status=404).headers["Cache-Status"] == "fic; hit"
+    client.get("/_fic/o/t/status/404/missing0", status=404)
+    assert origin.hits["/status/404/missing0"] == 2
 
 
 def test_errors_are_not_cached(timed: Any, origin: Origin) -> None:

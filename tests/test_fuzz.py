@@ -38,7 +38,8 @@ from fic_middleware.config import OPTIONS, Config
 from fic_middleware.errors import BadRequest, ConfigError, Forbidden, NotFound, OriginError, OriginTimeout, \
     RequestError
 from fic_middleware.fetch import Fetched, Fetcher
-from fic_middleware.http import clamp, freshness_lifetime, is_not_modified
+from fic_middleware.freshness import Policy
+from fic_middleware.http import is_not_modified
 from fic_middleware.record import Entry, strong_etag
 from fic_middleware.routing import Router, cache_key
 from fic_middleware.signing import b64encode
@@ -752,12 +753,16 @@ etag_lists = st.one_of(
 
 
 @fuzz(500)
-@given(cache_control=cache_controls, expires=dates, date=dates,
+@given(cache_control=cache_controls, expires=dates, date=dates, age=st.floats(0, 1e12),
        default=st.floats(0, 1e9), now=st.floats(0, 4e9))
-def test_freshness_lifetime_is_none_or_a_finite_number(cache_control: str | None, expires: str | None,
-                                                       date: str | None, default: float, now: float) -> None:
-    lifetime = freshness_lifetime(cache_control, expires, date, default, now)
-    assert lifetime is None or (math.isfinite(lifetime) and lifetime >= 0), lifetime
+def test_freshness_is_none_or_finite_numbers(cache_control: str | None, expires: str | None,
+                                            date: str | None, age: float, default: float,
+                                            now: float) -> None:
+    policy = Policy(default, 0.0, 1e9, 60.0, 86400.0)
+    freshness = policy.freshness(cache_control, expires, date, age, now)
+    if freshness is not None:
+        for value in (freshness.lifetime, freshness.stale_while_revalidate, freshness.stale_if_error):
+            assert math.isfinite(value) and value >= 0, freshness
 
 
 @fuzz(500)
@@ -773,27 +778,27 @@ def test_is_not_modified_never_raises(if_none_match: str | None, if_modified_sin
 
 
 @fuzz(500)
-@given(lifetime=st.one_of(st.floats(), st.just(0.0), st.just(-0.0)),
+@given(lifetime=st.one_of(st.floats(allow_nan=False), st.just(0.0), st.just(-0.0)),
        bounds=st.tuples(st.floats(0, 1e12), st.floats(0, 1e12)).map(sorted))
 def test_clamp_stays_within_the_bounds(lifetime: float, bounds: list[float]) -> None:
     low, high = bounds
-    result = clamp(lifetime, low, high)
-    if lifetime == 0.0:
-        assert result == 0.0  # no-cache: every use is revalidated
+    result = Policy(0.0, low, high, 0.0, 0.0).clamp(lifetime)
+    if lifetime <= 0.0:
+        assert result == 0.0  # stale at once stays stale
     else:
         assert low <= result <= high, (lifetime, low, high, result)
 
 
 @fuzz(300)
-@given(cache_control=cache_controls, expires=dates, date=dates,
+@given(cache_control=cache_controls, expires=dates, date=dates, age=st.floats(0, 1e6),
        bounds=st.tuples(st.floats(0, 1e9), st.floats(0, 1e9)).map(sorted))
-def test_clamped_freshness_is_bounded(cache_control: str | None, expires: str | None, date: str | None,
-                                      bounds: list[float]) -> None:
-    lifetime = freshness_lifetime(cache_control, expires, date, 86400.0, 1.7e9)
-    if lifetime is None:
-        return
-    result = clamp(lifetime, *bounds)
-    assert result == 0.0 if lifetime == 0.0 else bounds[0] <= result <= bounds[1]
+def test_freshness_is_bounded(cache_control: str | None, expires: str | None, date: str | None,
+                              age: float, bounds: list[float]) -> None:
+    freshness = Policy(86400.0, bounds[0], bounds[1], 60.0, 60.0).freshness(
+        cache_control, expires, date, age, 1.7e9)
+    if freshness is not None:
+        assert 0.0 <= freshness.lifetime <= bounds[1]
+        assert freshness.stale_while_revalidate <= 60.0 and freshness.stale_if_error <= 60.0
 
 
 # === 5. Options ==================================================================================
@@ -904,7 +909,9 @@ def test_an_empty_key_in_signing_keys_is_a_config_error() -> None:
 
 def test_huge_max_age_is_a_finite_lifetime() -> None:
     """float() of a 401-digit max-age raised OverflowError."""
-    lifetime = freshness_lifetime("max-age=1" + "0" * 400, None, None, 60.0, 0.0)
+    freshness = Policy(60.0, 0.0, 2e53, 0.0, 0.0).freshness("max-age=1" + "0" * 400, None, None, 0.0, 0.0)
+    assert freshness is not None
+    lifetime = freshness.lifetime
     assert lifetime is not None and math.isfinite(lifetime)
 
 

@@ -12,17 +12,21 @@ import redis
 import webtest
 
 from fic_middleware import ConfigError, FastImageCache
+from fic_middleware.record import Entry, encode, strong_etag
 
 from .conftest import Origin
 from .images import png
 from .servers import RedisServer
+
+REDIS_KEY = "test-redis-key"
 
 
 @pytest.fixture
 def hosts(make_mw: Any, tmp_path: Path, redis_server: RedisServer) -> Any:
     """Middlewares standing for separate hosts: own cache dirs, one Redis."""
     def make(name: str, **options: Any) -> FastImageCache:
-        return make_mw(cache_dir=str(tmp_path / name), redis_url=redis_server.url, **options)
+        return make_mw(cache_dir=str(tmp_path / name), redis_url=redis_server.url,
+                       redis_key=REDIS_KEY, **options)
     return make
 
 
@@ -81,7 +85,7 @@ def test_requests_keep_succeeding_when_redis_dies(hosts: Any, origin: Origin,
 
 def test_redis_down_from_the_start(make_mw: Any, tmp_path: Path) -> None:
     from .servers import free_port
-    mw = make_mw(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    mw = make_mw(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_key=REDIS_KEY)
     assert webtest.TestApp(mw).get("/_fic/o/t/img/nored.png").body == png("nored.png")
 
 
@@ -95,9 +99,73 @@ def test_purge_reaches_the_shared_tier(hosts: Any, origin: Origin) -> None:
 
 def test_bad_redis_url_names_the_option(make_mw: Any) -> None:
     with pytest.raises(ConfigError, match="^redis_url:"):
-        make_mw(redis_url="http://127.0.0.1:6379")
+        make_mw(redis_url="http://127.0.0.1:6379", redis_key=REDIS_KEY)
 
 
 def test_redis_url_is_masked(make_mw: Any, redis_server: RedisServer) -> None:
-    mw = make_mw(redis_url=redis_server.url.replace("redis://", "redis://:hunter2@"))
+    mw = make_mw(redis_url=redis_server.url.replace("redis://", "redis://:hunter2@"),
+                 redis_key=REDIS_KEY)
+    assert "hunter2" not in repr(mw.config)
+
+
+# --- records from Redis are not trusted (issue 11, item 9) -----------------------------------
+
+def _stored_name(redis_server: RedisServer) -> tuple[redis.Redis, bytes]:
+    client = redis.Redis.from_url(redis_server.url)
+    (name,) = [n for n in client.keys("fic:*") if b"lock:" not in n]
+    return client, name
+
+
+HTML = b"<html><script>alert(document.cookie)</script></html>"
+
+
+def test_a_forged_record_in_redis_is_not_served(hosts: Any, origin: Origin,
+                                                redis_server: RedisServer) -> None:
+    """A well-formed record (crc32 and xxh3 recomputed) written by anyone with Redis access."""
+    webtest.TestApp(hosts("a")).get("/_fic/o/t/img/forged.png")
+    client, name = _stored_name(redis_server)
+    key = name[len(b"fic:"):]
+    forged = encode(Entry(HTML, "text/html", strong_etag(HTML), None, None, 0.0, 4e9), key)
+    client.set(name, forged)
+    client.close()
+    b = hosts("b")
+    response = webtest.TestApp(b).get("/_fic/o/t/img/forged.png")
+    assert (response.content_type, response.body) == ("image/png", png("forged.png"))
+    assert b.cache.stats.corrupt == 1
+
+
+def test_an_authentic_record_that_is_not_an_image_is_not_served(hosts: Any, origin: Origin,
+                                                                redis_server: RedisServer) -> None:
+    """Second line of defence: type and magic bytes are checked again on the way in."""
+    a = hosts("a")
+    webtest.TestApp(a).get("/_fic/o/t/img/typed.png")
+    client, name = _stored_name(redis_server)
+    key = name[len(b"fic:"):]
+    assert a.cache.shared is not None
+    for content_type, body in (("text/html", HTML), ("image/png", HTML)):
+        a.cache.shared.put(key, encode(Entry(body, content_type, strong_etag(body), None, None,
+                                             0.0, 4e9), key), 60)
+        b = hosts(f"b-{content_type.replace('/', '-')}")
+        response = webtest.TestApp(b).get("/_fic/o/t/img/typed.png")
+        assert (response.content_type, response.body) == ("image/png", png("typed.png"))
+        assert b.cache.stats.corrupt == 1
+    client.close()
+
+
+def test_redis_url_requires_a_record_key(make_mw: Any, redis_server: RedisServer) -> None:
+    with pytest.raises(ConfigError, match="^redis_key:"):
+        make_mw(redis_url=redis_server.url)
+
+
+def test_the_encryption_key_can_authenticate_redis_records(make_mw: Any, tmp_path: Path, origin: Origin,
+                                                           redis_server: RedisServer) -> None:
+    a = make_mw(cache_dir=str(tmp_path / "a"), redis_url=redis_server.url, encryption_key="k1")
+    b = make_mw(cache_dir=str(tmp_path / "b"), redis_url=redis_server.url, encryption_key="k1")
+    webtest.TestApp(a).get("/_fic/o/t/img/enc.png")
+    assert webtest.TestApp(b).get("/_fic/o/t/img/enc.png").headers["Cache-Status"] == \
+        "fic; hit; detail=shared"
+
+
+def test_the_redis_key_is_masked(make_mw: Any, redis_server: RedisServer) -> None:
+    mw = make_mw(redis_url=redis_server.url, redis_key="hunter2")
     assert "hunter2" not in repr(mw.config)

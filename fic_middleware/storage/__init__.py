@@ -7,6 +7,7 @@ transaction) and returns its result. ``put`` evicts to stay within ``max_bytes``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -38,6 +39,25 @@ class Storage(Protocol):
 
     def close(self) -> None:
         """Release files and handles (the store may be used again: it reopens lazily)."""
+
+
+# A remembered 404 is a header and no body: this much of the budget per entry.
+_NEGATIVE_ENTRY_BYTES = 512
+
+
+def open_negative_storage(config: Config) -> Storage:
+    """The store of remembered origin 404/410s: the backend the config names, with a small
+    budget of its own (``negative_max_entries``), so that requests for missing images evict
+    each other, never real ones."""
+    budget = max(config.negative_max_entries, 1) * _NEGATIVE_ENTRY_BYTES
+    if config.backend == "memory":
+        from .memory_store import MemoryStore
+        return MemoryStore(max_bytes=budget, max_entries=config.negative_max_entries,
+                           policy="fifo")
+    from .lmdb_store import LMDBStore
+    assert config.cache_dir is not None
+    return LMDBStore(os.path.join(config.cache_dir, "negative"), max_bytes=budget,
+                     max_entries=config.negative_max_entries, policy="fifo")
 
 
 def open_storage(config: Config) -> Storage:

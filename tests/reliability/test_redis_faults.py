@@ -59,7 +59,7 @@ def _all_succeeded(results: list[tuple[str, Answer, float]]) -> None:
 
 @pytest.fixture
 def mw(make_mw: Any, tmp_path: Path, redis_server: RedisServer) -> Any:
-    return make_mw(redis_url=redis_server.url)
+    return make_mw(redis_url=redis_server.url, redis_key="test-redis-key")
 
 
 def test_redis_killed_mid_run(mw: Any, origin: Origin, redis_server: RedisServer) -> None:
@@ -97,13 +97,13 @@ def test_redis_back_after_a_restart(make_mw: Any, tmp_path: Path, redis_server: 
     its back-off has passed (hosts share again)."""
     from fic_middleware import redis_tier
     monkeypatch.setattr(redis_tier, "_BACKOFF", 0.2)
-    a = make_mw(cache_dir=str(tmp_path / "a"), redis_url=redis_server.url)
+    a = make_mw(cache_dir=str(tmp_path / "a"), redis_url=redis_server.url, redis_key="test-redis-key")
     results = _load(a, redis_server.stop, seconds=1.5, fault_at=0.5)
     redis_server.start()
     _all_succeeded(results)
     time.sleep(0.3)
     assert call(a, "/_fic/o/t/img/shared-again.png").status == 200
-    b = make_mw(cache_dir=str(tmp_path / "b"), redis_url=redis_server.url)
+    b = make_mw(cache_dir=str(tmp_path / "b"), redis_url=redis_server.url, redis_key="test-redis-key")
     answer = call(b, "/_fic/o/t/img/shared-again.png")
     assert_sane(answer, png("shared-again.png"))
     assert answer.headers["Cache-Status"] == "fic; hit; detail=shared"

@@ -106,7 +106,7 @@ def _flip(offset: int) -> Callable[[bytes], bytes]:
 
 DAMAGE: dict[str, Callable[[bytes], bytes]] = {
     "body byte": _flip(-1),
-    "first body byte": lambda record: _flip(_HEADER.size + _HEADER.unpack_from(record)[7])(record),
+    "first body byte": lambda record: _flip(_HEADER.size + _HEADER.unpack_from(record)[-2])(record),
     "magic": _flip(0),
     "expiry in the header": _flip(16),
     "digest": _flip(24),
