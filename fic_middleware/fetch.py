@@ -190,11 +190,17 @@ class Fetcher:
     def __init__(self, config: Config, resolver: Resolver = system_resolver) -> None:
         self.config = config
         self._pool_classes = guarded_pool_classes(AddressPolicy(config.allowed_networks), resolver)
+        # urllib3 retries connect errors. Statuses are retried in _fetch with the same
+        # backoff: urllib3 would first drain the retried answer's body, beyond our size cap
+        # and deadline (an endless 503 body would hold the worker).
         self._retry = Retry(
-            total=config.retries, connect=config.retries, read=0, other=0, redirect=0,
-            status=config.retries, status_forcelist=(502, 503, 504), allowed_methods=("GET",),
+            total=config.retries, connect=config.retries, read=0, other=0, redirect=0, status=0,
             backoff_factor=0.1, backoff_jitter=0.1, respect_retry_after_header=False,
             raise_on_redirect=False, raise_on_status=False,
+        )
+        self._status_retry = Retry(
+            total=config.retries, status_forcelist=(502, 503, 504), allowed_methods=("GET",),
+            backoff_factor=0.1, backoff_jitter=0.1, respect_retry_after_header=False,
         )
         if not config.verify_tls:
             # An explicit operator choice: say it once here, not per request.
@@ -244,7 +250,9 @@ class Fetcher:
         cfg = self.config
         origin = _origin_of(url)
         start_host = origin[1]
-        for _hop in range(cfg.max_redirects + 1):
+        status_retry = self._status_retry
+        hops = 0
+        while True:
             request_headers = {"User-Agent": _USER_AGENT, "Accept": "image/*"}
             if _origin_of(url) == origin:
                 request_headers.update(headers or {})
@@ -259,7 +267,20 @@ class Fetcher:
                     "GET", url, headers=request_headers, redirect=False, retries=self._retry,
                     preload_content=False, timeout=timeout, decode_content=False)
             try:
+                if status_retry.is_retry("GET", response.status):
+                    try:
+                        status_retry = status_retry.increment("GET", url, response=response)
+                    except MaxRetryError:
+                        pass  # retries used up: this answer stands
+                    else:
+                        response.close()  # not drained: its body could be endless
+                        time.sleep(min(status_retry.get_backoff_time(),
+                                       max(0.0, deadline - time.monotonic())))
+                        continue
                 if response.status in _REDIRECTS:
+                    hops += 1
+                    if hops > cfg.max_redirects:
+                        raise OriginError("origin redirected too many times")
                     url = _next_hop(url, response.headers.get("Location"))
                     response.close()  # its body is not worth reading
                     # Every hop, not just the first URL: an open redirect on an allowed host
@@ -276,7 +297,6 @@ class Fetcher:
                 raise
             finally:
                 response.release_conn()
-        raise OriginError("origin redirected too many times")
 
     def _read(self, response: BaseHTTPResponse, revalidating: bool, deadline: float) -> Fetched:
         cfg = self.config

@@ -247,11 +247,13 @@ ENDLESS = [pytest.param("gzip", GZIP_COMMENT_HEAD, b"c" * 4096, id="gzip comment
 
 
 class PlayedOrigin(FaultOrigin):
-    """A FaultOrigin that tells whether the client hung up before the script was played out."""
+    """A FaultOrigin that tells whether the client hung up before a script was played out
+    (``cut``), and how many scripts were played to their end (``played_out``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.cut = threading.Event()
+        self.played_out = 0
 
     def _play(self, conn: socket.socket, script: Script) -> None:
         for step in script:
@@ -265,6 +267,15 @@ class PlayedOrigin(FaultOrigin):
             except OSError:
                 self.cut.set()
                 return
+        with self.lock:
+            self.played_out += 1
+
+    def join(self) -> None:
+        """Wait for every connection's script to end, played out or cut."""
+        with self.lock:
+            threads = list(self.threads)
+        for thread in threads:
+            thread.join(5)
 
 
 @pytest.fixture
@@ -323,3 +334,16 @@ def test_truncated_compressed_body_gets_502(raw_client: Any, raw_origin: RawOrig
         gzip.compress(png("gzcut"))[:-8], "Content-Type: image/png", "Content-Encoding: gzip")
     client.get("/_fic/o/raw/gzcut.png", status=502)
     assert mw.storage.stats()["entries"] == 0
+
+
+def test_retried_status_with_an_endless_body_is_not_drained(
+        make_mw: Any, played_origin: PlayedOrigin) -> None:
+    """An origin 503 is retried; the answer retried is closed, not read to its end (urllib3
+    would drain it without our cap or deadline)."""
+    mw = make_mw(origins={"f": played_origin.base}, retries=2, max_image_bytes="64KiB")
+    played_origin.behave("/busy.png", head(None, status="503 Service Unavailable"),
+                         *[b"x" * 65536] * 256)
+    webtest.TestApp(mw).get("/_fic/o/f/busy.png", status=502)
+    played_origin.join()
+    assert played_origin.hits["/busy.png"] == 3
+    assert played_origin.played_out == 0
