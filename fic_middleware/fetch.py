@@ -1,8 +1,10 @@
 """Fetching an image from its origin: one pooled, verifying urllib3 client per process.
 
 Redirects are followed here, hop by hop, so each hop is checked again (scheme, downgrade,
-address policy through :mod:`netguard`). The body is streamed and checked as it arrives:
-size cap on the bytes actually read, Content-Type allowlist, magic bytes. Every urllib3
+``allowed_hosts``, address policy through :mod:`netguard`). The body is read raw and
+decoded here, so the size cap and the deadline hold on the bytes read from the socket as
+well as on the decoded bytes; then the Content-Type allowlist and magic bytes. Origin
+headers that are kept (Last-Modified, ETag) are validated before they are. Every urllib3
 error is translated at one choke point, :func:`_origin_errors`.
 """
 
@@ -11,20 +13,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
 import certifi
 import urllib3
 from urllib3.exceptions import (
-    DecodeError, HTTPError, InsecureRequestWarning, LocationParseError, MaxRetryError, NameResolutionError,
+    HTTPError, InsecureRequestWarning, LocationParseError, MaxRetryError, NameResolutionError,
     NewConnectionError, ProtocolError, SSLError,
 )
 from urllib3.response import BaseHTTPResponse
 from urllib3.util import Retry, Timeout
+from werkzeug.http import http_date, parse_date
 
 from .config import Config
 from .errors import (
@@ -33,7 +38,7 @@ from .errors import (
 from .imagetypes import SNIFF_BYTES, canonical_type, sniff
 from . import netguard
 from .netguard import AddressPolicy, ForbiddenAddress, Resolver, guarded_pool_classes, system_resolver
-from .urls import canonical_url
+from .urls import canonical_url, host_allowed
 
 log = logging.getLogger("fic_middleware")
 
@@ -45,9 +50,13 @@ _UNAVAILABLE = frozenset({500, 502, 503, 504})
 # 4xx that say "not now" rather than "not this image": not bridged, but the copy is kept.
 _TRANSIENT_4XX = frozenset({408, 429})
 _CHUNK = 64 * 1024
-# Content-Encodings urllib3 decodes; any other would be stored as if it were the image.
-_DECODABLE = frozenset({"", "identity", *urllib3.response.HTTPResponse.CONTENT_DECODERS})
+# Content-Encodings :class:`_Decoder` decodes; any other would be stored as if it were the image.
+_GZIP = frozenset({"gzip", "x-gzip"})  # RFC 9110 §8.4.1.3: x-gzip is gzip
+_COMPRESSED = frozenset({"deflate", *_GZIP})
+_DECODABLE = frozenset({"", "identity", *_COMPRESSED})
 _USER_AGENT = "fic-middleware"
+# RFC 9110 §8.8.3 entity-tag, limited to visible ASCII (obs-text is dropped too).
+_ETAG = re.compile(r'(?:W/)?"[\x21\x23-\x7e]*"')
 
 
 class Fetched:
@@ -59,14 +68,98 @@ class Fetched:
     def __init__(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]):
         self.status = status
         self.body = body
-        self.content_type = content_type
+        self.content_type = content_type  # canonical, and in allowed_types
+        # Read for freshness only (werkzeug's parsers in http.py); never stored or replayed.
         self.cache_control: str | None = headers.get("Cache-Control")
         self.expires: str | None = headers.get("Expires")
         self.date: str | None = headers.get("Date")
-        self.last_modified: str | None = headers.get("Last-Modified")
-        self.etag: str | None = headers.get("ETag")
-        age = headers.get("Age", "").strip()
-        self.age = float(age) if age.isdigit() else 0.0  # seconds spent in caches upstream
+        # Stored, then sent to clients (Last-Modified) or back to the origin (ETag): only in a
+        # valid form, so no control or non-ASCII character ever reaches a record or a header.
+        self.last_modified = _http_date(headers.get("Last-Modified"))
+        etag = headers.get("ETag", "").strip(" \t")
+        self.etag = etag if _ETAG.fullmatch(etag) else None
+        # RFC 9111 §5.1: the first member of a list; anything but 1*DIGIT is ignored.
+        age = _digits(headers.get("Age", "").partition(",")[0])
+        self.age = float(age) if age is not None else 0.0  # seconds spent in caches upstream
+
+
+def _digits(text: str) -> int | None:
+    """``1*DIGIT`` in ASCII, with optional whitespace around it (str.isdigit() alone also
+    says yes to '²', which int() then refuses)."""
+    text = text.strip(" \t")
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _http_date(value: str | None) -> str | None:
+    """``value`` re-formatted as an IMF-fixdate (RFC 9110 §5.6.7), None if it is no date."""
+    parsed = parse_date(value) if value else None
+    return http_date(parsed) if parsed is not None else None
+
+
+def _content_length(value: str | None) -> int | None:
+    """The declared length, None if there is none. RFC 9110 §8.6: a list of one repeated
+    value is that value; anything else invalid makes the framing unknowable (RFC 9112 §6.3)."""
+    if value is None:
+        return None
+    lengths = {_digits(part) for part in value.split(",")}
+    if len(lengths) != 1 or None in lengths:
+        raise OriginError("origin sent an invalid Content-Length")
+    return lengths.pop()
+
+
+class _Decoder:
+    """Decodes a gzip or deflate body (RFC 9110 §8.4.1) one raw read at a time.
+
+    urllib3 decodes inside ``read1()`` and reads on until the decoder yields output, so a
+    body that never does (an endless gzip comment, empty deflate blocks) would never come
+    back to the size and deadline checks; fed here, every raw read does. Output is bounded
+    by ``room``, so a decompression bomb stops at the cap instead of being expanded.
+    """
+
+    def __init__(self, encoding: str) -> None:
+        self._gzip = encoding in _GZIP
+        # deflate: zlib (RFC 1950) as specified, or raw deflate (RFC 1951) as some servers
+        # send; which one is known from the first two bytes.
+        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS) if self._gzip else None
+        self._head = b""
+        self._members = 0
+        self._done = False  # gzip: what follows a complete member is not gzip; ignored
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        """The output of ``data``; OriginError if it exceeds ``room`` bytes."""
+        obj = self._obj
+        if obj is None:
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return b""
+            # RFC 1950 §2.2: CM 8 (deflate), and CMF*256 + FLG a multiple of 31.
+            is_zlib = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            obj = self._obj = zlib.decompressobj(zlib.MAX_WBITS if is_zlib else -zlib.MAX_WBITS)
+        out = b""
+        while data and not self._done:
+            if obj.eof:
+                if not self._gzip:
+                    break  # nothing follows a deflate stream
+                # RFC 1952 §2.2: a gzip body may be several members, one after the other.
+                obj = self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._members += 1
+            try:
+                out += obj.decompress(data, room + 1 - len(out))
+            except zlib.error as exc:
+                if not self._members:
+                    raise OriginError("origin body could not be decoded") from exc
+                self._done = True  # trailing garbage after a member, as gzip(1) allows
+                break
+            if len(out) > room:
+                raise OriginError("image is larger than max_image_bytes")
+            data = obj.unused_data if obj.eof else b""
+        return out
+
+    def finish(self) -> None:
+        """The body ended: it must have ended a complete stream (no truncated image)."""
+        if not self._done and (self._obj is None or not self._obj.eof):
+            raise OriginError("origin body could not be decoded")
 
 
 @contextlib.contextmanager
@@ -92,8 +185,6 @@ def _origin_errors() -> Iterator[None]:
         raise OriginTimeout("origin timed out") from exc
     except SSLError as exc:
         raise OriginUnavailable("TLS connection to the origin failed") from exc
-    except DecodeError as exc:
-        raise OriginError("origin body could not be decoded") from exc
     except LocationParseError as exc:
         raise BadRequest("bad URL") from exc
     except (ProtocolError, HTTPError, OSError) as exc:
@@ -106,11 +197,17 @@ class Fetcher:
     def __init__(self, config: Config, resolver: Resolver = system_resolver) -> None:
         self.config = config
         self._pool_classes = guarded_pool_classes(AddressPolicy(config.allowed_networks), resolver)
+        # urllib3 retries connect errors. Statuses are retried in _fetch with the same
+        # backoff: urllib3 would first drain the retried answer's body, beyond our size cap
+        # and deadline (an endless 503 body would hold the worker).
         self._retry = Retry(
-            total=config.retries, connect=config.retries, read=0, other=0, redirect=0,
-            status=config.retries, status_forcelist=(502, 503, 504), allowed_methods=("GET",),
+            total=config.retries, connect=config.retries, read=0, other=0, redirect=0, status=0,
             backoff_factor=0.1, backoff_jitter=0.1, respect_retry_after_header=False,
             raise_on_redirect=False, raise_on_status=False,
+        )
+        self._status_retry = Retry(
+            total=config.retries, status_forcelist=(502, 503, 504), allowed_methods=("GET",),
+            backoff_factor=0.1, backoff_jitter=0.1, respect_retry_after_header=False,
         )
         if not config.verify_tls:
             # An explicit operator choice: say it once here, not per request.
@@ -159,7 +256,10 @@ class Fetcher:
                validators: Mapping[str, str] | None, deadline: float) -> Fetched:
         cfg = self.config
         origin = _origin_of(url)
-        for _hop in range(cfg.max_redirects + 1):
+        start_host = origin[1]
+        status_retry = self._status_retry
+        hops = 0
+        while True:
             request_headers = {"User-Agent": _USER_AGENT, "Accept": "image/*"}
             if _origin_of(url) == origin:
                 request_headers.update(headers or {})
@@ -172,11 +272,30 @@ class Fetcher:
             with _origin_errors():
                 response = self._manager().urlopen(
                     "GET", url, headers=request_headers, redirect=False, retries=self._retry,
-                    preload_content=False, timeout=timeout, decode_content=True)
+                    preload_content=False, timeout=timeout, decode_content=False)
             try:
+                if status_retry.is_retry("GET", response.status):
+                    try:
+                        status_retry = status_retry.increment("GET", url, response=response)
+                    except MaxRetryError:
+                        pass  # retries used up: this answer stands
+                    else:
+                        response.close()  # not drained: its body could be endless
+                        time.sleep(min(status_retry.get_backoff_time(),
+                                       max(0.0, deadline - time.monotonic())))
+                        continue
                 if response.status in _REDIRECTS:
+                    hops += 1
+                    if hops > cfg.max_redirects:
+                        raise OriginError("origin redirected too many times")
                     url = _next_hop(url, response.headers.get("Location"))
                     response.close()  # its body is not worth reading
+                    # Every hop, not just the first URL: an open redirect on an allowed host
+                    # must not lead elsewhere. A mapped origin's own host needs no listing.
+                    host = urlsplit(url).hostname
+                    if cfg.allowed_hosts and host != start_host and \
+                            not host_allowed(host or "", cfg.allowed_hosts):
+                        raise Forbidden("host not allowed")
                     continue
                 return self._read(response, validators is not None, deadline)
             except BaseException:
@@ -185,7 +304,6 @@ class Fetcher:
                 raise
             finally:
                 response.release_conn()
-        raise OriginError("origin redirected too many times")
 
     def _read(self, response: BaseHTTPResponse, revalidating: bool, deadline: float) -> Fetched:
         cfg = self.config
@@ -206,24 +324,32 @@ class Fetcher:
         encoding = response.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in _DECODABLE:
             raise OriginError("origin used an unsupported Content-Encoding")
-        length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > cfg.max_image_bytes and encoding in ("", "identity"):
+        length = _content_length(response.headers.get("Content-Length"))
+        if length is not None and length > cfg.max_image_bytes:
             raise OriginError("image is larger than max_image_bytes")
-        body = self._stream(response, deadline)
+        body = self._stream(response, _Decoder(encoding) if encoding in _COMPRESSED else None,
+                            deadline)
         if not sniff(content_type, body[:SNIFF_BYTES]):
             raise OriginError("origin response is not a valid image of its type")
         return Fetched(200, body, content_type, response.headers)
 
-    def _stream(self, response: BaseHTTPResponse, deadline: float) -> bytes:
-        """Read the (decoded) body, enforcing max_image_bytes and total_timeout as it comes."""
+    def _stream(self, response: BaseHTTPResponse, decoder: _Decoder | None,
+                deadline: float) -> bytes:
+        """Read the body, enforcing max_image_bytes (on the bytes read and on the decoded
+        bytes) and total_timeout after every read from the socket."""
         limit = self.config.max_image_bytes
         chunks = []
-        size = 0
+        read = size = 0
         with _origin_errors():
             while True:
-                chunk = response.read1(_CHUNK)
+                chunk = response.read1(_CHUNK, decode_content=False)
                 if not chunk:
                     break
+                read += len(chunk)
+                if read > limit:
+                    raise OriginError("image is larger than max_image_bytes")
+                if decoder is not None:
+                    chunk = decoder.feed(chunk, limit - size)
                 size += len(chunk)
                 if size > limit:
                     raise OriginError("image is larger than max_image_bytes")
@@ -232,6 +358,8 @@ class Fetcher:
                 if remaining <= 0:
                     raise OriginTimeout("origin timed out")
                 _set_read_timeout(response, min(self.config.read_timeout, remaining))
+        if decoder is not None:
+            decoder.finish()
         return b"".join(chunks)
 
     def close(self) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 # Aliases seen in the wild, mapped to the registered type we serve.
 _ALIASES = {
     "image/jpg": "image/jpeg",
@@ -17,7 +15,9 @@ KNOWN_TYPES = DEFAULT_TYPES | {"image/svg+xml"}
 # How many leading bytes sniff() looks at (an SVG may start with a long XML prolog).
 SNIFF_BYTES = 1024
 
-_SVG_START = re.compile(rb"\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!DOCTYPE svg[^>]*>\s*)?<svg[\s>]", re.S)
+_XML_SPACE = frozenset(b" \t\r\n")  # XML 1.0 §2.3 S
+# What may follow the element name in a start tag: white space, ">" or "/>".
+_SVG_NAME_END = (b" ", b"\t", b"\r", b"\n", b">", b"/")
 
 
 def canonical_type(content_type: str) -> str:
@@ -44,5 +44,40 @@ def sniff(content_type: str, head: bytes) -> bool:
     if content_type == "image/x-icon":
         return head.startswith(b"\x00\x00\x01\x00")
     if content_type == "image/svg+xml":
-        return _SVG_START.match(head.lstrip(b"\xef\xbb\xbf")) is not None
+        return _is_svg(head)
     return False
+
+
+def _is_svg(head: bytes) -> bool:
+    """An XML prolog, then an ``<svg`` root element.
+
+    XML 1.0 §2.8: ``prolog ::= XMLDecl? Misc* (doctypedecl Misc*)?`` where Misc is a
+    comment, a processing instruction or white space; the doctype must be ``svg`` and has
+    no internal subset. A scanner, not a regular expression: every step moves forward and
+    each construct's end is found with one ``find``, so the time is linear in ``head``
+    (a backtracking pattern over repeated comments took exponential time).
+    """
+    pos = 3 if head.startswith(b"\xef\xbb\xbf") else 0
+    size = len(head)
+    doctype = False
+    while True:
+        while pos < size and head[pos] in _XML_SPACE:
+            pos += 1
+        if head.startswith(b"<!--", pos):
+            end = head.find(b"-->", pos + 4)
+            if end < 0:
+                return False
+            pos = end + 3
+        elif head.startswith(b"<?", pos):  # the XML declaration, or another instruction
+            end = head.find(b"?>", pos + 2)
+            if end < 0:
+                return False
+            pos = end + 2
+        elif head.startswith(b"<!DOCTYPE", pos) and not doctype:
+            end = head.find(b">", pos)
+            if end < 0 or b"[" in head[pos:end] or head[pos:end].split()[1:2] != [b"svg"]:
+                return False
+            doctype = True
+            pos = end + 1
+        else:
+            return head.startswith(b"<svg", pos) and head[pos + 4:pos + 5] in _SVG_NAME_END

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from .config import Config
 from .errors import BadRequest, Forbidden, NotFound
 from .signing import MAX_URL_BYTES, b64decode, verify
-from .urls import canonical_url, normalize_query, quote_wsgi_path
+from .urls import canonical_url, host_allowed, normalize_query, quote_wsgi_path
 
 KEY_BYTES = 16
 # Routes are pure functions of their input: remember the last few thousand (hot images
@@ -149,14 +149,3 @@ class Router:
             raise Forbidden("host not allowed")
         return ImageRequest(url, cache_key(url), {}, "remote")
 
-
-def host_allowed(host: str, patterns: Sequence[str]) -> bool:
-    """Exact names, or ``*.example.com`` for names below it (label boundary: not
-    ``evilexample.com``, and not ``example.com`` itself)."""
-    for pattern in patterns:
-        if pattern.startswith("*."):
-            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
-                return True
-        elif host == pattern:
-            return True
-    return False

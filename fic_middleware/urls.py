@@ -8,7 +8,9 @@ else is encoded once as UTF-8.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Sequence
 from urllib.parse import quote, urlsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -18,6 +20,10 @@ PATH_SAFE = "/!$&'()*+,;=:@"
 _QUERY_SAFE = PATH_SAFE + "?"
 _ESCAPE = re.compile(r"(%[0-9A-Fa-f]{2})")
 _HOST_CHARS = re.compile(r"[a-z0-9._:-]*")
+# A DNS label (RFC 1035 §2.3.4: 1 to 63 octets; underscores occur in real names); a whole
+# name is at most 253 characters without its root dot.
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
+_MAX_NAME = 253
 
 
 def _normalize(text: str, safe: str, encoding: str = "utf-8") -> str:
@@ -64,9 +70,11 @@ def canonical_url(url: str) -> str:
         raise ValueError("not an http(s) URL")
     if "@" in parts.netloc:
         raise ValueError("URL may not contain userinfo")
-    host = host_to_ascii(parts.hostname or "")
-    if not host:
+    if not parts.hostname:
         raise ValueError("URL has no host")
+    host = host_to_ascii(parts.hostname)
+    if "[" in parts.netloc and ":" not in host:
+        raise ValueError("only an IPv6 address goes in brackets")
     port = parts.port  # raises ValueError for a bad port
     netloc = f"[{host}]" if ":" in host else host
     if port is not None and port != _DEFAULT_PORTS[scheme]:
@@ -77,14 +85,16 @@ def canonical_url(url: str) -> str:
 
 
 def host_to_ascii(host: str) -> str:
-    """Lower-case ASCII form of a host name (IDNA for non-ASCII names).
+    """Lower-case ASCII form of a host name (IDNA for non-ASCII names), checked whole.
 
     Look-alike Unicode names become their xn-- form, so they never equal the ASCII name
     they imitate; percent signs and other characters no host name has are refused. The
-    root label's dot goes ("example.com." is "example.com").
+    root label's dot goes ("example.com." is "example.com"). Empty labels, labels over 63
+    characters and names over 253 are refused here, as ValueError, rather than later by
+    the resolver's IDNA codec (a UnicodeError far from any status).
     """
     host = host.lower()
-    if host.endswith(".") and not host.endswith(".."):
+    if host.endswith("."):
         host = host[:-1]
     if not host.isascii():
         try:
@@ -93,7 +103,25 @@ def host_to_ascii(host: str) -> str:
             raise ValueError("invalid international host name") from exc
     if _HOST_CHARS.fullmatch(host) is None:
         raise ValueError("invalid characters in the host name")
+    if ":" in host:  # an IPv6 literal, its brackets already taken off by urlsplit
+        ipaddress.IPv6Address(host)  # raises ValueError
+        return host
+    if len(host) > _MAX_NAME or not all(_LABEL.fullmatch(label) for label in host.split(".")):
+        raise ValueError("invalid host name: labels are 1 to 63 characters, names at most 253")
     return host
+
+
+def host_allowed(host: str, patterns: Sequence[str]) -> bool:
+    """``allowed_hosts``: exact names, or ``*.example.com`` for names below it (label
+    boundary: not ``evilexample.com``, and not ``example.com`` itself). ``host`` is in
+    :func:`host_to_ascii` form, as the patterns are."""
+    for pattern in patterns:
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                return True
+        elif host == pattern:
+            return True
+    return False
 
 
 def quote_wsgi_path(path: str) -> str:
