@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import difflib
 import ipaddress
+import logging
 import os
 import re
 import sys
@@ -25,6 +27,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
+
+log = logging.getLogger("fic_middleware")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -532,24 +536,50 @@ def _check(values: dict[str, Any]) -> None:
 
 
 def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``FIC_<NAME>`` for every option; ``FIC_ORIGIN_HEADERS_<ORIGIN>`` for one origin's headers."""
+    """``FIC_<NAME>`` for every option; ``FIC_ORIGIN_HEADERS_<ORIGIN>`` for one origin's headers.
+
+    Other ``FIC_`` names are logged and ignored: the prefix is not ours alone (Kubernetes
+    sets ``FIC_PORT``, ``FIC_SERVICE_HOST``... in every pod when a Service is named ``fic``).
+    """
     found: dict[str, Any] = {}
     headers: dict[str, str] = {}
     for key, value in environ.items():
         if not key.startswith("FIC_"):
             continue
-        name = key[4:].lower()
-        if name.startswith("origin_headers_"):
+        name = _env_option(key)
+        if name is None:
+            if key[4:].lower() == "origin_headers":  # ours, but needs the origin in the name
+                raise ConfigError(f"{key}: set one origin's headers with FIC_ORIGIN_HEADERS_<ORIGIN>")
+            _ignore(key)
+        elif name.startswith("origin_headers_"):
             headers[name[len("origin_headers_"):].replace("_", "-")] = value
-        elif name in OPTION_BY_NAME and name != "origin_headers":
-            found[name] = value
         else:
-            raise ConfigError(f"{key}: unknown option in the environment")
+            found[name] = value
     if headers:
         # Env names cannot hold '-': FIC_ORIGIN_HEADERS_MY_CDN serves origin my_cdn or my-cdn.
         origins = _origins("origins", found["origins"]) if "origins" in found else None
         found["origin_headers"] = {_env_origin(o, origins): v for o, v in headers.items()}
     return found
+
+
+# Every option but origin_headers, which is set one origin at a time.
+_ENV_OPTIONS = tuple(o.name for o in OPTIONS if o.name != "origin_headers")
+
+
+def _env_option(key: str) -> str | None:
+    """The option (or ``origin_headers_<origin>``) that environment variable ``key`` sets."""
+    if not key.startswith("FIC_"):
+        return None
+    name = key[4:].lower()
+    if name in _ENV_OPTIONS or (name.startswith("origin_headers_") and name != "origin_headers_"):
+        return name
+    return None
+
+
+def _ignore(key: str) -> None:
+    close = difflib.get_close_matches(key[4:].lower(), _ENV_OPTIONS, n=1)
+    hint = f" (did you mean FIC_{close[0].upper()}?)" if close else ""
+    log.warning("ignoring %s: not an option%s", key, hint)
 
 
 def _env_origin(spelled: str, origins: Mapping[str, str] | None) -> str:
@@ -612,7 +642,7 @@ def file_options(items: Mapping[str, Any], environ: Mapping[str, str] | None = N
     ``origin_headers.<origin>`` keys folded, and the options the environment sets left out,
     so that the environment beats the file as it does for ``config_file``."""
     environ = os.environ if environ is None else environ
-    in_env = {key[4:].lower() for key in environ if key.startswith("FIC_")}
+    in_env = {name for key in environ if (name := _env_option(key)) is not None}
     options = {name: value for name, value in from_ini(items).items() if name not in in_env}
     if "origin_headers" in options:
         # FIC_ORIGIN_HEADERS_<ORIGIN> replaces that one origin's headers (env names have no '-').

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fic_middleware import ConfigError, FastImageCache
-from fic_middleware.config import OPTIONS, Config
+from fic_middleware.config import OPTIONS, Config, file_options
 
 from .conftest import downstream
 
@@ -190,9 +190,45 @@ def test_env_origin_headers_for_a_dashed_origin_name() -> None:
     assert config.origin_headers == {"my-cdn": {"X-Key": "k"}}
 
 
-def test_unknown_environment_variable() -> None:
-    with pytest.raises(ConfigError, match="^FIC_MAX_BYTE: unknown option"):
-        load({"FIC_MAX_BYTE": "1"}, **MEM)
+# What Kubernetes sets in every pod of a namespace that has a Service named "fic".
+KUBERNETES_SERVICE_ENV = {
+    "FIC_PORT": "tcp://10.0.0.11:80", "FIC_SERVICE_HOST": "10.0.0.11", "FIC_SERVICE_PORT": "80",
+    "FIC_PORT_80_TCP": "tcp://10.0.0.11:80", "FIC_PORT_80_TCP_ADDR": "10.0.0.11",
+    "FIC_PORT_80_TCP_PORT": "80", "FIC_PORT_80_TCP_PROTO": "tcp",
+}
+
+
+def test_kubernetes_service_variables_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    config = load({**KUBERNETES_SERVICE_ENV, "FIC_MAX_IMAGE_BYTES": "2MiB"}, **MEM)
+    assert config == load(max_image_bytes="2MiB", **MEM)
+    warned = [r.getMessage() for r in caplog.records if r.name == "fic_middleware"]
+    assert len(warned) == len(KUBERNETES_SERVICE_ENV)
+    for name in KUBERNETES_SERVICE_ENV:
+        assert sum(m.startswith(f"ignoring {name}:") for m in warned) == 1
+
+
+def test_unknown_environment_variable_warns_once_with_the_closest_option(
+        caplog: pytest.LogCaptureFixture) -> None:
+    assert load({"FIC_MAX_BYTE": "1"}, **MEM).max_bytes == 1024**3
+    (record,) = [r for r in caplog.records if r.name == "fic_middleware"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == ("ignoring FIC_MAX_BYTE: not an option "
+                                   "(did you mean FIC_MAX_BYTES?)")
+
+
+def test_origin_headers_without_an_origin_in_the_environment() -> None:
+    with pytest.raises(ConfigError, match="^FIC_ORIGIN_HEADERS: set one origin's headers"):
+        load({"FIC_ORIGIN_HEADERS": "X-Key: k"}, **MEM)
+
+
+def test_unknown_environment_variable_does_not_hide_a_file_key() -> None:
+    """file_options leaves out what the environment sets; FIC_PORT sets no option, so a
+    ``port`` key of the file stays an unknown option."""
+    environ = {"FIC_PORT": "tcp://10.0.0.11:80"}
+    options = file_options({"backend": "memory", "port": "80"}, environ)
+    assert options == {"backend": "memory", "port": "80"}
+    with pytest.raises(ConfigError, match="^port: unknown option"):
+        load(environ, **options)
 
 
 def test_bad_environment_value_names_the_option() -> None:
