@@ -176,6 +176,18 @@ def _positive(name: str, value: Any) -> int:
     return count
 
 
+def _prefix_length(bits: int) -> Callable[[str, Any], int]:
+    def parse_prefix_length(name: str, value: Any) -> int:
+        try:
+            length = _count(name, value)
+        except ConfigError:
+            length = -1
+        if not 0 <= length <= bits:
+            raise _bad(name, f"a prefix length from 0 to {bits}", value)
+        return length
+    return parse_prefix_length
+
+
 def _hosts(name: str, value: Any) -> tuple[str, ...]:
     """Exact host names or ``*.suffix`` patterns, lower-case ASCII (IDNA)."""
     hosts = []
@@ -344,6 +356,11 @@ OPTIONS: tuple[Option, ...] = (
     # Off by default: a page of new images is a burst of misses from one client.
     Option("miss_rate", _optional(_float), None, "Misses per second per client address."),
     Option("miss_burst", _positive, 20, "Misses a client may make at once (token bucket size)."),
+    # One IPv6 host owns a /64 and rotates addresses inside it (RFC 8981); IPv4 hosts one address.
+    Option("client_ipv4_prefix", _prefix_length(32), 32,
+           "IPv4 clients share a miss budget per network of this prefix length."),
+    Option("client_ipv6_prefix", _prefix_length(128), 64,
+           "IPv6 clients share a miss budget per network of this prefix length."),
     Option("lock_timeout", _duration, 10.0,
            "How long a request waits for another one's fetch of the same image."),
     Option("max_inflight_fetches", _positive, 64, "Origin fetches at once per process; more get 503."),
@@ -396,6 +413,8 @@ class Config:
     allowed_hosts: tuple[str, ...]
     miss_rate: float | None
     miss_burst: int
+    client_ipv4_prefix: int
+    client_ipv6_prefix: int
     lock_timeout: float
     max_inflight_fetches: int
     trusted_proxies: tuple[Network, ...]

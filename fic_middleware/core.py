@@ -51,7 +51,9 @@ class ImageCache:
         self.stats = Stats(os.path.join(config.cache_dir, "stats")
                            if config.backend == "lmdb" and config.cache_dir else None)
         self.inflight = InflightLimiter(config.max_inflight_fetches)
-        self.miss_limiter = (MissLimiter(config.miss_rate, config.miss_burst)
+        self.miss_limiter = (MissLimiter(config.miss_rate, config.miss_burst,
+                                         ipv4_prefix=config.client_ipv4_prefix,
+                                         ipv6_prefix=config.client_ipv6_prefix)
                              if config.miss_rate is not None else None)
         self.flights = SingleFlight()
         self.locks: Lock = (HostLocks(os.path.join(config.cache_dir, "fic.lock"))

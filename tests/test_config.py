@@ -30,6 +30,7 @@ def test_defaults() -> None:
     assert config.retries == 2 and config.max_redirects == 3
     assert config.verify_tls is True and config.forward_query is False
     assert "image/svg+xml" not in config.allowed_types
+    assert (config.client_ipv4_prefix, config.client_ipv6_prefix) == (32, 64)
 
 
 def test_config_fields_match_the_option_table() -> None:
@@ -78,6 +79,11 @@ def test_durations(text: Any, expected: float) -> None:
     pytest.param("origins", "cdn", "name=url", id="origins string without ="),
     pytest.param("origins", ["https://x"], "mapping", id="origins list"),
     pytest.param("allowed_types", "image/tiff", "unsupported image type", id="unknown type"),
+    pytest.param("client_ipv4_prefix", 33, "prefix length from 0 to 32", id="IPv4 prefix over 32"),
+    pytest.param("client_ipv4_prefix", -1, "prefix length from 0 to 32", id="negative IPv4 prefix"),
+    pytest.param("client_ipv4_prefix", True, "prefix length from 0 to 32", id="bool as prefix"),
+    pytest.param("client_ipv6_prefix", "129", "prefix length from 0 to 128", id="IPv6 prefix over 128"),
+    pytest.param("client_ipv6_prefix", "/64", "prefix length from 0 to 128", id="IPv6 prefix with slash"),
     pytest.param("allowed_networks", "10.0.0.0/33", "allowed_networks", id="bad CIDR"),
     pytest.param("ca_bundle", "/no/such/file.pem", "no such file", id="missing CA bundle"),
     pytest.param("min_ttl", "60d", "max_ttl", id="min_ttl above max_ttl"),
