@@ -72,9 +72,10 @@ class ImageCache:
         self._decode = self.reader.decode
         self._client_max_age = config.client_max_age
 
-    def respond(self, request: ImageRequest, client: str = "") -> http.Response:
+    def respond(self, request: ImageRequest, client: str | None = None) -> http.Response:
         """The image response for ``request``; raises RequestError for the error statuses.
-        ``client`` (an address) is charged for the request if it goes to the origin."""
+        ``client`` (an address) is charged for the request if it goes to the origin;
+        None charges no one."""
         try:
             entry = self._get(request.key, self._decode)
         except Exception as exc:
@@ -116,9 +117,10 @@ class ImageCache:
         else:  # the storage failing must not fail the request: fetch instead
             log.error("cache read failed", exc_info=exc)
 
-    def _fetch(self, request: ImageRequest, stale: Entry | None, client: str) -> http.Response:
+    def _fetch(self, request: ImageRequest, stale: Entry | None, client: str | None
+               ) -> http.Response:
         """Fetch once per key in this process; the other threads wait for the leader."""
-        if self.miss_limiter is not None:
+        if self.miss_limiter is not None and client is not None:
             self.miss_limiter.take(client)
         if stale is not None and stale.negative:
             stale = None
@@ -230,7 +232,7 @@ class ImageCache:
 
     def _refresh(self, request: ImageRequest, stale: Entry) -> None:
         try:
-            self._fetch(request, stale, "")
+            self._fetch(request, stale, None)  # a refresh is charged to no client
         except RequestError as exc:
             log.debug("background refresh failed: %s", exc)
         except Exception:
