@@ -48,6 +48,9 @@ _NUMBER_WITH_UNIT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 _ORIGIN_NAME = re.compile(r"[a-z0-9_-]+")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _PREFIX = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+")
+# A URL's userinfo (RFC 3986 §3.2.1), up to the last '@' of the word: a password may hold a
+# raw '/' or '@'. One quantifier, no nesting: linear per '//'.
+_USERINFO = re.compile(r"//[^\s,]*@")
 _LARGEST = float(2**53)
 _DIGITS = re.compile(r"\s*[0-9]{1,18}\s*")
 _TRUE = {"1", "true", "yes", "on"}
@@ -439,7 +442,17 @@ class Config:
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Config:
         """Merge defaults < config file < environment < keyword arguments, and validate."""
-        environ = os.environ if environ is None else environ
+        try:
+            return cls._load(os.environ if environ is None else environ, kwargs)
+        except ConfigError as exc:
+            # Whatever option or file the error quotes, URL credentials are never shown.
+            message = str(exc)
+            if _USERINFO.search(message) is None:
+                raise
+            raise ConfigError(without_userinfo(message)) from None
+
+    @classmethod
+    def _load(cls, environ: Mapping[str, str], kwargs: dict[str, Any]) -> Config:
         env = _from_environ(environ)
         unknown = sorted(set(kwargs) - set(OPTION_BY_NAME))
         if unknown:
@@ -465,6 +478,11 @@ class Config:
         """Every signing key, the one that signs first."""
         keys = (self.signing_key,) if self.signing_key else ()
         return keys + self.signing_keys + _read_keys(self.signing_key_file)
+
+
+def without_userinfo(text: str) -> str:
+    """``text`` with the userinfo of any URL in it replaced by ``***``."""
+    return _USERINFO.sub("//***@", text)
 
 
 def _mask(value: Any) -> Any:
@@ -568,7 +586,8 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
         name = _env_option(key)
         if name is None:
             if key[4:].lower() == "origin_headers":  # ours, but needs the origin in the name
-                raise ConfigError(f"{key}: set one origin's headers with FIC_ORIGIN_HEADERS_<ORIGIN>")
+                raise ConfigError(f"{key}: set one origin's headers "
+                                  "with FIC_ORIGIN_HEADERS_<ORIGIN>")
             _ignore(key)
         elif name.startswith("origin_headers_"):
             headers[name[len("origin_headers_"):].replace("_", "-")] = value

@@ -82,8 +82,10 @@ def test_durations(text: Any, expected: float) -> None:
     pytest.param("client_ipv4_prefix", 33, "prefix length from 0 to 32", id="IPv4 prefix over 32"),
     pytest.param("client_ipv4_prefix", -1, "prefix length from 0 to 32", id="negative IPv4 prefix"),
     pytest.param("client_ipv4_prefix", True, "prefix length from 0 to 32", id="bool as prefix"),
-    pytest.param("client_ipv6_prefix", "129", "prefix length from 0 to 128", id="IPv6 prefix over 128"),
-    pytest.param("client_ipv6_prefix", "/64", "prefix length from 0 to 128", id="IPv6 prefix with slash"),
+    pytest.param("client_ipv6_prefix", "129", "prefix length from 0 to 128",
+                 id="IPv6 prefix over 128"),
+    pytest.param("client_ipv6_prefix", "/64", "prefix length from 0 to 128",
+                 id="IPv6 prefix with slash"),
     pytest.param("allowed_networks", "10.0.0.0/33", "allowed_networks", id="bad CIDR"),
     pytest.param("ca_bundle", "/no/such/file.pem", "no such file", id="missing CA bundle"),
     pytest.param("min_ttl", "60d", "max_ttl", id="min_ttl above max_ttl"),
@@ -161,6 +163,45 @@ def test_config_error_does_not_echo_header_values() -> None:
     with pytest.raises(ConfigError) as info:
         load(origins={"cdn": "https://x"}, origin_headers={"cdn": "no colon hunter2"}, **MEM)
     assert "hunter2" not in str(info.value)
+
+
+CREDENTIALS = "https://ann:s3cr%2Ft@img.example.com/media"
+
+
+@pytest.mark.parametrize("environ, options, shown", [
+    pytest.param({}, {"origins": {"cdn": CREDENTIALS}}, "https://***@img.example.com/media",
+                 id="origin URL"),
+    pytest.param({}, {"origins": f"cdn={CREDENTIALS}"}, "https://***@img.example.com/media",
+                 id="origins string"),
+    pytest.param({"FIC_ORIGINS": f"cdn={CREDENTIALS}"}, {}, "https://***@img.example.com/media",
+                 id="origins from the environment"),
+    pytest.param({}, {"origins": {"cdn": "https://ann:s3/cr@t@img.example.com/"}},
+                 "https://***@img.example.com/", id="'/' and '@' in the password"),
+    pytest.param({}, {"origins": CREDENTIALS}, "https://***@img.example.com/media",
+                 id="origins string without a name"),
+    pytest.param({}, {"origins": [CREDENTIALS]}, "https://***@img.example.com/media",
+                 id="origins list"),
+    pytest.param({}, {"allowed_hosts": CREDENTIALS}, "https://***@img.example.com/media",
+                 id="allowed_hosts"),
+    pytest.param({}, {"allowed_networks": CREDENTIALS}, "https://***@img.example.com/media",
+                 id="allowed_networks"),
+])
+def test_config_errors_do_not_echo_url_credentials(environ: dict[str, str], options: dict[str, Any],
+                                                    shown: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(environ, **{**MEM, **options})
+    message = str(info.value)
+    assert shown in message
+    assert "ann" not in message and "s3" not in message and "cr@t" not in message
+
+
+def test_config_file_errors_do_not_echo_url_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "fic.ini"
+    path.write_text(f"[fic]\nbackend = memory\n= {CREDENTIALS}\n")  # a value without a key
+    with pytest.raises(ConfigError, match="^config_file: .* not a valid INI") as info:
+        load(config_file=str(path))
+    assert "https://***@img.example.com/media" in str(info.value)
+    assert "s3cr" not in str(info.value)
 
 
 def test_replace_makes_a_validated_copy() -> None:
