@@ -357,7 +357,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("allowed_hosts", _hosts, (),
            "Remote URL hosts allowed: exact names or *.example.com (empty: any public host)."),
     # Off by default: a page of new images is a burst of misses from one client.
-    Option("miss_rate", _optional(_float), None, "Misses per second per client address."),
+    Option("miss_rate", _optional(_float), None,
+           "Misses per second per client network (client_ipv4_prefix, client_ipv6_prefix)."),
     Option("miss_burst", _positive, 20, "Misses a client may make at once (token bucket size)."),
     # One IPv6 host owns a /64 and rotates addresses inside it (RFC 8981); IPv4 hosts one address.
     Option("client_ipv4_prefix", _prefix_length(32), 32,
