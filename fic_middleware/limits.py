@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -55,15 +56,18 @@ class MissLimiter:
                 self._prune(now)
 
     def _bucket(self, client: str) -> _Bucket:
+        # inet_pton, not ipaddress.ip_address: a tenth of the cost on the path a flood takes.
+        family = socket.AF_INET6 if ":" in client else socket.AF_INET
         try:
-            ip = ipaddress.ip_address(client)
-        except ValueError:
+            packed = socket.inet_pton(family, client.partition("%")[0])  # no IPv6 zone id
+        except (OSError, ValueError):
             return client
-        if isinstance(ip, ipaddress.IPv6Address):
-            if ip.ipv4_mapped is None:
-                return 6, int(ip) >> self._ipv6_shift
-            ip = ip.ipv4_mapped
-        return 4, int(ip) >> self._ipv4_shift
+        number = int.from_bytes(packed, "big")
+        if family == socket.AF_INET6:
+            if number >> 32 != 0xFFFF:
+                return 6, number >> self._ipv6_shift
+            number &= 0xFFFFFFFF  # ::ffff:a.b.c.d (RFC 4291 §2.5.5.2) is an IPv4 peer
+        return 4, number >> self._ipv4_shift
 
     def _prune(self, now: float) -> None:
         self._buckets = {c: (t, at) for c, (t, at) in self._buckets.items()

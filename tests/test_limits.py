@@ -54,6 +54,7 @@ def test_retry_after_is_when_a_token_is_back() -> None:
     pytest.param("2001:db8:1:2::1", "2001:db8:1:2:ffff:1:2:3", id="one IPv6 /64"),
     pytest.param("2001:db8:1:2::1", "2001:DB8:1:2:0::1", id="two spellings of one IPv6 address"),
     pytest.param("198.51.100.7", "::ffff:198.51.100.7", id="IPv4 and its IPv4-mapped form"),
+    pytest.param("fe80::1%eth0", "fe80::2%eth1", id="link-local, zone ids aside"),
     pytest.param("unix:/run/app.sock", "unix:/run/app.sock", id="a non-IP peer is its own bucket"),
 ])
 def test_clients_sharing_a_bucket(first: str, second: str) -> None:
