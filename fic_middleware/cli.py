@@ -17,7 +17,7 @@ from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 from . import __version__
-from .config import OPTIONS, Config
+from .config import OPTIONS, Config, without_userinfo
 from .errors import ConfigError, RequestError
 from .middleware import FastImageCache
 from .record import CorruptRecord, UnknownRecord, decode
@@ -74,7 +74,8 @@ def cmd_sign(args: argparse.Namespace, out: IO[str]) -> int:
     if not keys:
         raise ConfigError("signing_key: needed to sign (--signing-key or FIC_SIGNING_KEY)")
     if urlsplit(args.url).scheme not in ("http", "https"):
-        raise ConfigError(f"URL: expected an absolute http(s) URL, got {args.url!r}")
+        raise ConfigError("URL: expected an absolute http(s) URL, got "
+                          + without_userinfo(repr(args.url)))
     out.write(sign_url(args.url, keys[0], config.prefix) + "\n")
     return OK
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import difflib
 import hashlib
 import ipaddress
+import logging
 import os
 import re
 import sys
@@ -26,6 +28,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
+
+log = logging.getLogger("fic_middleware")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -45,6 +49,9 @@ _NUMBER_WITH_UNIT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 _ORIGIN_NAME = re.compile(r"[a-z0-9_-]+")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _PREFIX = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+")
+# A URL's userinfo (RFC 3986 §3.2.1), up to the last '@' of the word: a password may hold a
+# raw '/' or '@'. One quantifier, no nesting: linear per '//'.
+_USERINFO = re.compile(r"//[^\s,]*@")
 _LARGEST = float(2**53)
 _DIGITS = re.compile(r"\s*[0-9]{1,18}\s*")
 _TRUE = {"1", "true", "yes", "on"}
@@ -171,6 +178,18 @@ def _positive(name: str, value: Any) -> int:
     if count < 1:
         raise _bad(name, "a whole number >= 1", value)
     return count
+
+
+def _prefix_length(bits: int) -> Callable[[str, Any], int]:
+    def parse_prefix_length(name: str, value: Any) -> int:
+        try:
+            length = _count(name, value)
+        except ConfigError:
+            length = -1
+        if not 0 <= length <= bits:
+            raise _bad(name, f"a prefix length from 0 to {bits}", value)
+        return length
+    return parse_prefix_length
 
 
 def _hosts(name: str, value: Any) -> tuple[str, ...]:
@@ -347,8 +366,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("allowed_hosts", _hosts, (),
            "Remote URL hosts allowed: exact names or *.example.com (empty: any public host)."),
     # Off by default: a page of new images is a burst of misses from one client.
-    Option("miss_rate", _optional(_float), None, "Misses per second per client address."),
+    Option("miss_rate", _optional(_float), None,
+           "Misses per second per client network (client_ipv4_prefix, client_ipv6_prefix)."),
     Option("miss_burst", _positive, 20, "Misses a client may make at once (token bucket size)."),
+    # One IPv6 host owns a /64 and rotates addresses inside it (RFC 8981); IPv4 hosts one address.
+    Option("client_ipv4_prefix", _prefix_length(32), 32,
+           "IPv4 clients share a miss budget per network of this prefix length."),
+    Option("client_ipv6_prefix", _prefix_length(128), 64,
+           "IPv6 clients share a miss budget per network of this prefix length."),
     Option("lock_timeout", _duration, 10.0,
            "How long a request waits for another one's fetch of the same image."),
     Option("max_inflight_fetches", _positive, 64, "Origin fetches at once per process; more get 503."),
@@ -404,6 +429,8 @@ class Config:
     allowed_hosts: tuple[str, ...]
     miss_rate: float | None
     miss_burst: int
+    client_ipv4_prefix: int
+    client_ipv6_prefix: int
     lock_timeout: float
     max_inflight_fetches: int
     trusted_proxies: tuple[Network, ...]
@@ -428,7 +455,17 @@ class Config:
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Config:
         """Merge defaults < config file < environment < keyword arguments, and validate."""
-        environ = os.environ if environ is None else environ
+        try:
+            return cls._load(os.environ if environ is None else environ, kwargs)
+        except ConfigError as exc:
+            # Whatever option or file the error quotes, URL credentials are never shown.
+            message = str(exc)
+            if _USERINFO.search(message) is None:
+                raise
+            raise ConfigError(without_userinfo(message)) from None
+
+    @classmethod
+    def _load(cls, environ: Mapping[str, str], kwargs: dict[str, Any]) -> Config:
         env = _from_environ(environ)
         unknown = sorted(set(kwargs) - set(OPTION_BY_NAME))
         if unknown:
@@ -461,6 +498,11 @@ class Config:
         """Every signing key, the one that signs first."""
         keys = (self.signing_key,) if self.signing_key else ()
         return keys + self.signing_keys + _read_keys(self.signing_key_file)
+
+
+def without_userinfo(text: str) -> str:
+    """``text`` with the userinfo of any URL in it replaced by ``***``."""
+    return _USERINFO.sub("//***@", text)
 
 
 def _mask(value: Any) -> Any:
@@ -554,24 +596,51 @@ def _check(values: dict[str, Any]) -> None:
 
 
 def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``FIC_<NAME>`` for every option; ``FIC_ORIGIN_HEADERS_<ORIGIN>`` for one origin's headers."""
+    """``FIC_<NAME>`` for every option; ``FIC_ORIGIN_HEADERS_<ORIGIN>`` for one origin's headers.
+
+    Other ``FIC_`` names are logged and ignored: the prefix is not ours alone (Kubernetes
+    sets ``FIC_PORT``, ``FIC_SERVICE_HOST``... in every pod when a Service is named ``fic``).
+    """
     found: dict[str, Any] = {}
     headers: dict[str, str] = {}
     for key, value in environ.items():
         if not key.startswith("FIC_"):
             continue
-        name = key[4:].lower()
-        if name.startswith("origin_headers_"):
+        name = _env_option(key)
+        if name is None:
+            if key[4:].lower() == "origin_headers":  # ours, but needs the origin in the name
+                raise ConfigError(f"{key}: set one origin's headers "
+                                  "with FIC_ORIGIN_HEADERS_<ORIGIN>")
+            _ignore(key)
+        elif name.startswith("origin_headers_"):
             headers[name[len("origin_headers_"):].replace("_", "-")] = value
-        elif name in OPTION_BY_NAME and name != "origin_headers":
-            found[name] = value
         else:
-            raise ConfigError(f"{key}: unknown option in the environment")
+            found[name] = value
     if headers:
         # Env names cannot hold '-': FIC_ORIGIN_HEADERS_MY_CDN serves origin my_cdn or my-cdn.
         origins = _origins("origins", found["origins"]) if "origins" in found else None
         found["origin_headers"] = {_env_origin(o, origins): v for o, v in headers.items()}
     return found
+
+
+# Every option but origin_headers, which is set one origin at a time.
+_ENV_OPTIONS = tuple(o.name for o in OPTIONS if o.name != "origin_headers")
+
+
+def _env_option(key: str) -> str | None:
+    """The option (or ``origin_headers_<origin>``) that environment variable ``key`` sets."""
+    if not key.startswith("FIC_"):
+        return None
+    name = key[4:].lower()
+    if name in _ENV_OPTIONS or (name.startswith("origin_headers_") and name != "origin_headers_"):
+        return name
+    return None
+
+
+def _ignore(key: str) -> None:
+    close = difflib.get_close_matches(key[4:].lower(), _ENV_OPTIONS, n=1)
+    hint = f" (did you mean FIC_{close[0].upper()}?)" if close else ""
+    log.warning("ignoring %s: not an option%s", key, hint)
 
 
 def _env_origin(spelled: str, origins: Mapping[str, str] | None) -> str:
@@ -634,7 +703,7 @@ def file_options(items: Mapping[str, Any], environ: Mapping[str, str] | None = N
     ``origin_headers.<origin>`` keys folded, and the options the environment sets left out,
     so that the environment beats the file as it does for ``config_file``."""
     environ = os.environ if environ is None else environ
-    in_env = {key[4:].lower() for key in environ if key.startswith("FIC_")}
+    in_env = {name for key in environ if (name := _env_option(key)) is not None}
     options = {name: value for name, value in from_ini(items).items() if name not in in_env}
     if "origin_headers" in options:
         # FIC_ORIGIN_HEADERS_<ORIGIN> replaces that one origin's headers (env names have no '-').

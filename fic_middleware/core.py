@@ -59,7 +59,9 @@ class ImageCache:
         self.stats = Stats(os.path.join(config.cache_dir, "stats")
                            if config.backend == "lmdb" and config.cache_dir else None)
         self.inflight = InflightLimiter(config.max_inflight_fetches)
-        self.miss_limiter = (MissLimiter(config.miss_rate, config.miss_burst)
+        self.miss_limiter = (MissLimiter(config.miss_rate, config.miss_burst,
+                                         ipv4_prefix=config.client_ipv4_prefix,
+                                         ipv6_prefix=config.client_ipv6_prefix)
                              if config.miss_rate is not None else None)
         self.flights = SingleFlight()
         self.locks: Lock = (HostLocks(os.path.join(config.cache_dir, "fic.lock"))
@@ -79,9 +81,10 @@ class ImageCache:
         self._decode = self.reader.decode
         self._client_max_age = config.client_max_age
 
-    def respond(self, request: ImageRequest, client: str = "") -> http.Response:
+    def respond(self, request: ImageRequest, client: str | None = None) -> http.Response:
         """The image response for ``request``; raises RequestError for the error statuses.
-        ``client`` (an address) is charged for the request if it goes to the origin."""
+        ``client`` (an address) is charged for the request if it goes to the origin;
+        None charges no one."""
         try:
             entry = self._get(request.key, self._decode)
         except Exception as exc:
@@ -127,9 +130,10 @@ class ImageCache:
         else:  # the storage failing must not fail the request: fetch instead
             log.error("cache read failed", exc_info=exc)
 
-    def _fetch(self, request: ImageRequest, stale: Entry | None, client: str) -> http.Response:
+    def _fetch(self, request: ImageRequest, stale: Entry | None, client: str | None
+               ) -> http.Response:
         """Fetch once per key in this process; the other threads wait for the leader."""
-        if self.miss_limiter is not None:
+        if self.miss_limiter is not None and client is not None:
             self.miss_limiter.take(client)
         if stale is not None and stale.negative:
             stale = None
@@ -257,7 +261,7 @@ class ImageCache:
 
     def _refresh(self, request: ImageRequest, stale: Entry) -> None:
         try:
-            self._fetch(request, stale, "")
+            self._fetch(request, stale, None)  # a refresh is charged to no client
         except RequestError as exc:
             log.debug("background refresh failed: %s", exc)
         except Exception:

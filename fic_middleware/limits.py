@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -14,32 +15,59 @@ from .errors import Overloaded, TooManyRequests
 
 # Buckets kept at most; past this, the full (idle) ones are dropped.
 _MAX_CLIENTS = 100_000
+# (IP version, the address's network bits) or, for a peer that is no address, its text.
+_Bucket = str | tuple[int, int]
 
 
 class MissLimiter:
-    """Token bucket per client: ``burst`` misses at once, refilled at ``rate`` per second."""
+    """Token bucket per client: ``burst`` misses at once, refilled at ``rate`` per second.
 
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+    A client is its network, not its exact address: an IPv6 host picks its own interface id
+    and may rotate it at will (RFC 8981), so by default an IPv6 client is its /64 (the subnet
+    of one link, RFC 4291 §2.5.4) and an IPv4 client its /32. IPv4-mapped IPv6 addresses (a
+    dual-stack socket's view of IPv4 peers) count as IPv4; a peer that is not an address
+    (a unix socket) is bucketed as itself.
+    """
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic, *,
+                 ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> None:
         self.rate = rate
         self.burst = float(burst)
         self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
+        self._ipv4_shift = 32 - ipv4_prefix
+        self._ipv6_shift = 128 - ipv6_prefix
+        self._buckets: dict[_Bucket, tuple[float, float]] = {}  # bucket -> (tokens, at)
         self._lock = threading.Lock()
 
     def take(self, client: str) -> None:
-        """Spend one miss for ``client`` or raise TooManyRequests with a Retry-After."""
+        """Spend one miss of ``client``'s bucket or raise TooManyRequests with a Retry-After."""
+        bucket = self._bucket(client)
         now = self.clock()
         with self._lock:
-            tokens, at = self._buckets.get(client, (self.burst, now))
+            tokens, at = self._buckets.get(bucket, (self.burst, now))
             tokens = min(self.burst, tokens + (now - at) * self.rate)
             if tokens < 1:
-                self._buckets[client] = (tokens, now)
+                self._buckets[bucket] = (tokens, now)
                 wait = (1 - tokens) / self.rate if self.rate > 0 else 3600
                 raise TooManyRequests("too many new images requested; slow down",
                                       retry_after=max(1, math.ceil(wait)))
-            self._buckets[client] = (tokens - 1, now)
+            self._buckets[bucket] = (tokens - 1, now)
             if len(self._buckets) > _MAX_CLIENTS:
                 self._prune(now)
+
+    def _bucket(self, client: str) -> _Bucket:
+        # inet_pton, not ipaddress.ip_address: a tenth of the cost on the path a flood takes.
+        family = socket.AF_INET6 if ":" in client else socket.AF_INET
+        try:
+            packed = socket.inet_pton(family, client.partition("%")[0])  # no IPv6 zone id
+        except (OSError, ValueError):
+            return client
+        number = int.from_bytes(packed, "big")
+        if family == socket.AF_INET6:
+            if number >> 32 != 0xFFFF:
+                return 6, number >> self._ipv6_shift
+            number &= 0xFFFFFFFF  # ::ffff:a.b.c.d (RFC 4291 §2.5.5.2) is an IPv4 peer
+        return 4, number >> self._ipv4_shift
 
     def _prune(self, now: float) -> None:
         self._buckets = {c: (t, at) for c, (t, at) in self._buckets.items()

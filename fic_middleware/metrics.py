@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -46,7 +47,7 @@ class Stats:
         self._stopped = threading.Event()
         self._pid = os.getpid()
         self._reset()
-        os.register_at_fork(after_in_child=self._after_fork)
+        _live.add(self)
 
     def _reset(self) -> None:
         self.hit = 0
@@ -167,6 +168,19 @@ class Stats:
         for counts in live:
             total = _add(total, counts)
         return {**total, "processes": len(live)}
+
+
+# One at-fork hook for the module, over a weak set: a hook per Stats would be called (and would
+# keep its Stats alive) for every Stats ever made, including the throwaway ones of totals().
+_live: weakref.WeakSet[Stats] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for stats in list(_live):
+        stats._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _alive(pid: int) -> bool:

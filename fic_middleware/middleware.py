@@ -91,7 +91,7 @@ class FastImageCache:
             query = environ.get("QUERY_STRING", "") if self._forward_query else ""
             request = self.router.route(path, query,
                                         environ.get("RAW_URI") or environ.get("REQUEST_URI"))
-            client = self._client(environ) if self._limit_misses else ""
+            client = self._client(environ) if self._limit_misses else None
             response = self.cache.respond(request, client)
         except RequestError as exc:
             log.debug("%s: %s", exc.status.value, exc)

@@ -455,3 +455,38 @@ def test_empty_encryption_key_file(make_mw: Any, tmp_path: Path) -> None:
     key_file.write_text("\n")
     with pytest.raises(ConfigError, match="^encryption_key_file:"):
         make_mw(encryption_key_file=str(key_file))
+
+
+# --- background refreshes and the miss budget ------------------------------------------------
+
+def wait_for_refreshes(mw: FastImageCache) -> None:
+    deadline = time.monotonic() + 5
+    while mw.cache._refreshing and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_background_refreshes_do_not_throttle_each_other(timed: Any, clock: Clock,
+                                                         origin: Origin) -> None:
+    client, mw = timed(miss_rate=0.001, miss_burst=2, min_ttl=0)
+    paths = [f"/img/refresh-{n}.png" for n in range(3)]
+    for n, path in enumerate(paths):  # two clients: each within its own budget of 2
+        client.get(f"/_fic/o/t{path}", extra_environ={"REMOTE_ADDR": f"198.51.100.{n // 2 + 1}"})
+    clock.now += 3600 + 5  # max-age=3600 ran out 5 s ago: stale while revalidating
+    for path in paths:
+        response = client.get(f"/_fic/o/t{path}", extra_environ={"REMOTE_ADDR": "198.51.100.9"})
+        assert response.headers["Cache-Status"] == "fic; hit; fwd=stale"
+    wait_for_refreshes(mw)
+    assert [origin.hits[path] for path in paths] == [2, 2, 2]  # more refreshes than miss_burst
+
+
+def test_background_refreshes_are_not_charged_to_a_client(timed: Any, clock: Clock,
+                                                          origin: Origin) -> None:
+    """A peer without an address (a unix socket) is bucketed as "": refreshes must not use
+    that bucket, nor any other."""
+    client, mw = timed(miss_rate=0.001, miss_burst=1, min_ttl=0)
+    client.get("/_fic/o/t/img/charged.png", extra_environ={"REMOTE_ADDR": "198.51.100.1"})
+    clock.now += 3600 + 5
+    assert client.get("/_fic/o/t/img/charged.png").headers["Cache-Status"] == "fic; hit; fwd=stale"
+    wait_for_refreshes(mw)
+    assert origin.hits["/img/charged.png"] == 2
+    client.get("/_fic/o/t/img/uncharged.png", status=200)  # its one miss is still there

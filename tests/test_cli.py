@@ -159,3 +159,9 @@ def test_serve(tmp_path: Path, origin: Origin) -> None:
         process.wait(timeout=10)
         assert process.stdout is not None
         process.stdout.close()
+
+
+def test_sign_does_not_echo_url_credentials() -> None:
+    result = fic("sign", "ftp://ann:s3cret@example.com/cat.png", "--signing-key", KEY)
+    assert result.returncode == 2
+    assert "ftp://***@example.com/cat.png" in result.stderr and "s3cret" not in result.stderr

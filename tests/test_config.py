@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fic_middleware import ConfigError, FastImageCache
-from fic_middleware.config import OPTIONS, Config
+from fic_middleware.config import OPTIONS, Config, file_options
 
 from .conftest import downstream
 
@@ -30,6 +30,7 @@ def test_defaults() -> None:
     assert config.retries == 2 and config.max_redirects == 3
     assert config.verify_tls is True and config.forward_query is False
     assert "image/svg+xml" not in config.allowed_types
+    assert (config.client_ipv4_prefix, config.client_ipv6_prefix) == (32, 64)
 
 
 def test_config_fields_match_the_option_table() -> None:
@@ -78,6 +79,13 @@ def test_durations(text: Any, expected: float) -> None:
     pytest.param("origins", "cdn", "name=url", id="origins string without ="),
     pytest.param("origins", ["https://x"], "mapping", id="origins list"),
     pytest.param("allowed_types", "image/tiff", "unsupported image type", id="unknown type"),
+    pytest.param("client_ipv4_prefix", 33, "prefix length from 0 to 32", id="IPv4 prefix over 32"),
+    pytest.param("client_ipv4_prefix", -1, "prefix length from 0 to 32", id="negative IPv4 prefix"),
+    pytest.param("client_ipv4_prefix", True, "prefix length from 0 to 32", id="bool as prefix"),
+    pytest.param("client_ipv6_prefix", "129", "prefix length from 0 to 128",
+                 id="IPv6 prefix over 128"),
+    pytest.param("client_ipv6_prefix", "/64", "prefix length from 0 to 128",
+                 id="IPv6 prefix with slash"),
     pytest.param("allowed_networks", "10.0.0.0/33", "allowed_networks", id="bad CIDR"),
     pytest.param("ca_bundle", "/no/such/file.pem", "no such file", id="missing CA bundle"),
     pytest.param("min_ttl", "60d", "max_ttl", id="min_ttl above max_ttl"),
@@ -157,6 +165,45 @@ def test_config_error_does_not_echo_header_values() -> None:
     assert "hunter2" not in str(info.value)
 
 
+CREDENTIALS = "https://ann:s3cr%2Ft@img.example.com/media"
+
+
+@pytest.mark.parametrize("environ, options, shown", [
+    pytest.param({}, {"origins": {"cdn": CREDENTIALS}}, "https://***@img.example.com/media",
+                 id="origin URL"),
+    pytest.param({}, {"origins": f"cdn={CREDENTIALS}"}, "https://***@img.example.com/media",
+                 id="origins string"),
+    pytest.param({"FIC_ORIGINS": f"cdn={CREDENTIALS}"}, {}, "https://***@img.example.com/media",
+                 id="origins from the environment"),
+    pytest.param({}, {"origins": {"cdn": "https://ann:s3/cr@t@img.example.com/"}},
+                 "https://***@img.example.com/", id="'/' and '@' in the password"),
+    pytest.param({}, {"origins": CREDENTIALS}, "https://***@img.example.com/media",
+                 id="origins string without a name"),
+    pytest.param({}, {"origins": [CREDENTIALS]}, "https://***@img.example.com/media",
+                 id="origins list"),
+    pytest.param({}, {"allowed_hosts": CREDENTIALS}, "https://***@img.example.com/media",
+                 id="allowed_hosts"),
+    pytest.param({}, {"allowed_networks": CREDENTIALS}, "https://***@img.example.com/media",
+                 id="allowed_networks"),
+])
+def test_config_errors_do_not_echo_url_credentials(environ: dict[str, str], options: dict[str, Any],
+                                                    shown: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(environ, **{**MEM, **options})
+    message = str(info.value)
+    assert shown in message
+    assert "ann" not in message and "s3" not in message and "cr@t" not in message
+
+
+def test_config_file_errors_do_not_echo_url_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "fic.ini"
+    path.write_text(f"[fic]\nbackend = memory\n= {CREDENTIALS}\n")  # a value without a key
+    with pytest.raises(ConfigError, match="^config_file: .* not a valid INI") as info:
+        load(config_file=str(path))
+    assert "https://***@img.example.com/media" in str(info.value)
+    assert "s3cr" not in str(info.value)
+
+
 def test_replace_makes_a_validated_copy() -> None:
     config = load(allowed_networks=["127.0.0.1/32"], **MEM)
     changed = config.replace(read_timeout="1s")
@@ -190,9 +237,45 @@ def test_env_origin_headers_for_a_dashed_origin_name() -> None:
     assert config.origin_headers == {"my-cdn": {"X-Key": "k"}}
 
 
-def test_unknown_environment_variable() -> None:
-    with pytest.raises(ConfigError, match="^FIC_MAX_BYTE: unknown option"):
-        load({"FIC_MAX_BYTE": "1"}, **MEM)
+# What Kubernetes sets in every pod of a namespace that has a Service named "fic".
+KUBERNETES_SERVICE_ENV = {
+    "FIC_PORT": "tcp://10.0.0.11:80", "FIC_SERVICE_HOST": "10.0.0.11", "FIC_SERVICE_PORT": "80",
+    "FIC_PORT_80_TCP": "tcp://10.0.0.11:80", "FIC_PORT_80_TCP_ADDR": "10.0.0.11",
+    "FIC_PORT_80_TCP_PORT": "80", "FIC_PORT_80_TCP_PROTO": "tcp",
+}
+
+
+def test_kubernetes_service_variables_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    config = load({**KUBERNETES_SERVICE_ENV, "FIC_MAX_IMAGE_BYTES": "2MiB"}, **MEM)
+    assert config == load(max_image_bytes="2MiB", **MEM)
+    warned = [r.getMessage() for r in caplog.records if r.name == "fic_middleware"]
+    assert len(warned) == len(KUBERNETES_SERVICE_ENV)
+    for name in KUBERNETES_SERVICE_ENV:
+        assert sum(m.startswith(f"ignoring {name}:") for m in warned) == 1
+
+
+def test_unknown_environment_variable_warns_once_with_the_closest_option(
+        caplog: pytest.LogCaptureFixture) -> None:
+    assert load({"FIC_MAX_BYTE": "1"}, **MEM).max_bytes == 1024**3
+    (record,) = [r for r in caplog.records if r.name == "fic_middleware"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == ("ignoring FIC_MAX_BYTE: not an option "
+                                   "(did you mean FIC_MAX_BYTES?)")
+
+
+def test_origin_headers_without_an_origin_in_the_environment() -> None:
+    with pytest.raises(ConfigError, match="^FIC_ORIGIN_HEADERS: set one origin's headers"):
+        load({"FIC_ORIGIN_HEADERS": "X-Key: k"}, **MEM)
+
+
+def test_unknown_environment_variable_does_not_hide_a_file_key() -> None:
+    """file_options leaves out what the environment sets; FIC_PORT sets no option, so a
+    ``port`` key of the file stays an unknown option."""
+    environ = {"FIC_PORT": "tcp://10.0.0.11:80"}
+    options = file_options({"backend": "memory", "port": "80"}, environ)
+    assert options == {"backend": "memory", "port": "80"}
+    with pytest.raises(ConfigError, match="^port: unknown option"):
+        load(environ, **options)
 
 
 def test_bad_environment_value_names_the_option() -> None:

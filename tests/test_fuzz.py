@@ -50,7 +50,7 @@ from .images import png
 # --- settings --------------------------------------------------------------------------------
 
 _CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-# Not FIC_*: Config.load refuses unknown FIC_ variables in the environment.
+# Not FIC_*: that prefix is the middleware's own (unknown FIC_ names are logged).
 _SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
 
 

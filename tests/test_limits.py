@@ -50,6 +50,49 @@ def test_retry_after_is_when_a_token_is_back() -> None:
     assert info.value.retry_after == 10
 
 
+@pytest.mark.parametrize("first, second", [
+    pytest.param("2001:db8:1:2::1", "2001:db8:1:2:ffff:1:2:3", id="one IPv6 /64"),
+    pytest.param("2001:db8:1:2::1", "2001:DB8:1:2:0::1", id="two spellings of one IPv6 address"),
+    pytest.param("198.51.100.7", "::ffff:198.51.100.7", id="IPv4 and its IPv4-mapped form"),
+    pytest.param("fe80::1%eth0", "fe80::2%eth1", id="link-local, zone ids aside"),
+    pytest.param("unix:/run/app.sock", "unix:/run/app.sock", id="a non-IP peer is its own bucket"),
+])
+def test_clients_sharing_a_bucket(first: str, second: str) -> None:
+    limiter = MissLimiter(rate=0.01, burst=1, clock=Clock())
+    limiter.take(first)
+    with pytest.raises(TooManyRequests):
+        limiter.take(second)
+
+
+@pytest.mark.parametrize("first, second", [
+    pytest.param("2001:db8:1:2::1", "2001:db8:1:3::1", id="two IPv6 /64s"),
+    pytest.param("198.51.100.7", "198.51.100.8", id="two IPv4 addresses (/32)"),
+    pytest.param("::ffff:198.51.100.7", "::ffff:198.51.100.8", id="two IPv4-mapped addresses"),
+    pytest.param("198.51.100.7", "unix:/run/app.sock", id="an address and a non-IP peer"),
+])
+def test_clients_with_buckets_of_their_own(first: str, second: str) -> None:
+    limiter = MissLimiter(rate=0.01, burst=1, clock=Clock())
+    limiter.take(first)
+    limiter.take(second)
+
+
+def test_configured_prefix_lengths() -> None:
+    limiter = MissLimiter(rate=0.01, burst=1, clock=Clock(), ipv4_prefix=24, ipv6_prefix=128)
+    limiter.take("198.51.100.7")
+    with pytest.raises(TooManyRequests):
+        limiter.take("198.51.100.200")  # one /24
+    limiter.take("198.51.101.7")
+    limiter.take("2001:db8:1:2::1")
+    limiter.take("2001:db8:1:2::2")  # one /64, but /128 buckets
+
+
+def test_one_ipv6_64_rotating_its_interface_id_gets_429(make_mw: Any, origin: Origin) -> None:
+    client = webtest.TestApp(make_mw(miss_rate=0.01, miss_burst=1))
+    client.get("/_fic/o/t/img/v1.png", extra_environ={"REMOTE_ADDR": "2001:db8:7:7::1"})
+    client.get("/_fic/o/t/img/v2.png", extra_environ={"REMOTE_ADDR": "2001:db8:7:7::2"}, status=429)
+    client.get("/_fic/o/t/img/v2.png", extra_environ={"REMOTE_ADDR": "2001:db8:7:8::1"}, status=200)
+
+
 def test_inflight_limit() -> None:
     limiter = InflightLimiter(2)
     with limiter.slot(), limiter.slot():
