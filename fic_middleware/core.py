@@ -25,7 +25,7 @@ from .errors import NotFound, OriginRefused, OriginTimeout, OriginUnavailable, R
 from .fetch import Fetched, Fetcher
 from .freshness import Policy
 from .imagetypes import SNIFF_BYTES, sniff
-from .limits import InflightLimiter, MissLimiter
+from .limits import inflight_limiter, miss_limiter
 from .locking import HostLocks, Lock, LockChain, ProcessOnly, SingleFlight
 from .metrics import Stats
 from .redis_tier import RedisTier
@@ -58,11 +58,7 @@ class ImageCache:
         self.reader = Reader(min(config.max_bytes // 8, _READER_MEMO_BYTES), self.sealer)
         self.stats = Stats(os.path.join(config.cache_dir, "stats")
                            if config.backend == "lmdb" and config.cache_dir else None)
-        self.inflight = InflightLimiter(config.max_inflight_fetches)
-        self.miss_limiter = (MissLimiter(config.miss_rate, config.miss_burst,
-                                         ipv4_prefix=config.client_ipv4_prefix,
-                                         ipv6_prefix=config.client_ipv6_prefix)
-                             if config.miss_rate is not None else None)
+        self.inflight = inflight_limiter(config)
         self.flights = SingleFlight()
         self.locks: Lock = (HostLocks(os.path.join(config.cache_dir, "fic.lock"))
                             if config.backend == "lmdb" and config.cache_dir else ProcessOnly())
@@ -73,6 +69,7 @@ class ImageCache:
                                     lock_ttl=config.total_timeout + 5,
                                     on_failure=self.stats.redis_failed)
             self.locks = LockChain(self.locks, self.shared)
+        self.miss_limiter = miss_limiter(config, self.shared)
         self._refreshing: set[bytes] = set()
         self._refresh_lock = threading.Lock()
         self._refresher: ThreadPoolExecutor | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import threading
 import time
@@ -32,6 +33,26 @@ _LOG_EVERY = 60.0
 # Compare-and-delete: only the holder's token releases a lock.
 _TAG_BYTES = 32
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+# A token bucket of misses (limits.ClusterMissLimiter): refill, then take one, in one atomic
+# step, on Redis's clock (so the hosts' clocks need not agree). ARGV: rate/s, burst, TTL in
+# ms (the time to refill: an absent bucket is a full one). Returns the seconds until a token
+# is back, "0" when one was taken.
+_TAKE_TOKEN = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1
+elseif rate > 0 then wait = (1 - tokens) / rate
+else wait = -1 end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return tostring(wait)
+"""
+_DAY_MS = 86_400_000
 
 
 class RedisTier:
@@ -56,6 +77,7 @@ class RedisTier:
         self._logged_at = -_LOG_EVERY
         self._tokens: dict[bytes, bytes] = {}
         self._lock = threading.Lock()
+        self._take_token = self.client.register_script(_TAKE_TOKEN)
 
     def _call(self, what: str, action: Callable[[], Any], default: Any) -> Any:
         now = time.monotonic()
@@ -105,6 +127,17 @@ class RedisTier:
                 count += int(self.client.delete(name))
             return count
         return int(self._call("clear", drop_all, 0))
+
+    def take_token(self, bucket: bytes, rate: float, burst: float) -> float | None:
+        """Spend a token of the miss bucket ``bucket`` shared by every host: 0.0, the
+        seconds until a token is back (inf: never), or None when Redis is unreachable."""
+        ttl_ms = min(_DAY_MS, math.ceil(burst / rate * 1000) + 1000) if rate > 0 else _DAY_MS
+        wait = self._call("take", lambda: self._take_token(
+            keys=[self.prefix + b"miss:" + bucket.hex().encode()], args=[rate, burst, ttl_ms]), None)
+        if wait is None:
+            return None
+        seconds = float(wait)
+        return math.inf if seconds < 0 else seconds
 
     def acquire(self, key: bytes, timeout: float, ready: Callable[[], bool]) -> bool:
         """Hold ``key``'s fetch lock across hosts. Without Redis, go ahead (True)."""

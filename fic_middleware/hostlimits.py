@@ -1,0 +1,210 @@
+"""State of the abuse limits shared by every process of a host, in two files of the cache
+directory. Both are touched only on a miss, never on a hit.
+
+- :class:`BucketTable` (``{cache_dir}/limits``): token buckets in a fixed-size table, mmap'd.
+  A slot is (key hash, tokens, time); a key lives in a window of ``PROBE`` slots from its
+  hash (open addressing). A bucket refilled to full is as good as absent, so its slot is
+  reused; when a whole window holds buckets not yet full, the one closest to full is
+  replaced (its client starts again from a full bucket: the table errs towards letting a
+  miss through, never towards refusing one). Keys are hashed with a salt drawn when the file
+  is made, so a client cannot pick addresses that collide. A take holds an ``fcntl`` lock on
+  the file's first byte for a few microseconds. Times are ``time.monotonic()``, one clock
+  for every process of a host (Linux CLOCK_MONOTONIC, from boot).
+- :class:`SlotFile` (``{cache_dir}/inflight``): slot *i* is an ``fcntl`` lock on byte *i*,
+  held while a fetch is in flight. The kernel drops a process's locks when it exits,
+  however it exits (``kill -9`` included), so a killed worker's slots come back at once.
+
+``fcntl`` locks belong to a process, not to a descriptor or a thread: threads of a process
+also take a thread lock, a process opens each file once (closing any descriptor of a file
+drops the process's locks on it), and a forked child starts with fresh thread state.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import itertools
+import mmap
+import os
+import random
+import secrets
+import struct
+import threading
+import weakref
+
+_MAGIC = b"ficlim01"
+_HEADER = struct.Struct("<8sI4x16s")  # magic, slot count, salt: 32 bytes
+_SLOT = struct.Struct("<Qdd")  # key hash (0: empty), tokens, time of the last take
+PROBE = 8  # slots a key may live in
+SLOTS = 1 << 16  # 1.5 MiB; a bucket needs a slot only while it is not full
+_WINDOW = struct.Struct("<" + "Qdd" * PROBE)
+# A process that reads time before the file's (a file from before a reboot) sees full buckets.
+_NEVER = float("inf")
+
+
+class BucketTable:
+    """Token buckets keyed by bytes, shared through the file ``path`` (use :func:`bucket_table`)."""
+
+    def __init__(self, path: str, slots: int = SLOTS) -> None:
+        self.path = path
+        self.slots = slots
+        self._size = _HEADER.size + (slots + PROBE) * _SLOT.size  # no wrap-around: spare slots
+        self._lock = threading.Lock()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)
+            try:
+                self._salt = self._prepare(fd)
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
+            self._map = mmap.mmap(fd, self._size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        weakref.finalize(self, _close, fd, self._map)
+        _live.add(self)
+
+    def _prepare(self, fd: int) -> bytes:
+        """The table's salt; a new file (or another format's) is made an empty table.
+        Never shrunk: another process may have it mapped."""
+        if os.fstat(fd).st_size < self._size:
+            os.ftruncate(fd, self._size)  # the new bytes read as zeros: empty slots
+        magic, slots, salt = _HEADER.unpack(os.pread(fd, _HEADER.size, 0))
+        if magic == _MAGIC and slots == self.slots:
+            return bytes(salt)
+        salt = secrets.token_bytes(16)
+        os.pwrite(fd, bytes(self._size - _HEADER.size), _HEADER.size)
+        os.pwrite(fd, _HEADER.pack(_MAGIC, self.slots, salt), 0)
+        return salt
+
+    def take(self, key: bytes, now: float, rate: float, burst: float) -> float:
+        """Spend a token of ``key``'s bucket (``burst`` tokens, ``rate`` more per second):
+        0.0, or the seconds until a token is back (and nothing spent)."""
+        digest = int.from_bytes(hashlib.blake2b(key, digest_size=8, key=self._salt).digest(),
+                                "little") or 1
+        offset = _HEADER.size + digest % self.slots * _SLOT.size
+        with self._lock:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, 0)
+            try:
+                window = _WINDOW.unpack_from(self._map, offset)
+                index, tokens = _place(window, digest, now, rate, burst)
+                wait = 0.0
+                if tokens >= 1:
+                    tokens -= 1
+                else:
+                    wait = (1 - tokens) / rate if rate > 0 else _NEVER
+                _SLOT.pack_into(self._map, offset + index * _SLOT.size, digest, tokens, now)
+            finally:
+                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
+        return wait
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+
+def _place(window: tuple[float, ...], digest: int, now: float, rate: float, burst: float
+           ) -> tuple[int, float]:
+    """The slot of ``digest`` in ``window`` and its tokens now: its own slot if it has one,
+    else the first empty or full one, else the one closest to full (a fresh bucket)."""
+    free = -1
+    fullest, most = 0, -_NEVER
+    for index in range(PROBE):
+        held, tokens, at = window[3 * index:3 * index + 3]
+        level = _refilled(tokens, at, now, rate, burst) if held else burst
+        if held == digest:
+            return index, level
+        if level >= burst:
+            if free < 0:
+                free = index
+        elif level > most:
+            fullest, most = index, level
+    return (free if free >= 0 else fullest), burst
+
+
+def _refilled(tokens: float, at: float, now: float, rate: float, burst: float) -> float:
+    if now < at:  # written before this boot's clock began
+        return burst
+    return min(burst, tokens + (now - at) * rate)
+
+
+class SlotFile:
+    """``limit`` slots, each an ``fcntl`` lock on one byte of ``path`` (use :func:`slot_file`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._held: set[int] = set()  # this process's slots (its own locks never block it)
+        self._lock = threading.Lock()
+        weakref.finalize(self, os.close, self._fd)
+        _live.add(self)
+
+    def acquire(self, limit: int) -> int | None:
+        """A free slot among the first ``limit``, now held by this process; None if none is.
+        Tries each without waiting, from a random one (so a busy host needs few tries)."""
+        start = random.randrange(limit)
+        with self._lock:
+            for index in itertools.chain(range(start, limit), range(start)):
+                if index in self._held:
+                    continue
+                try:
+                    fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, index)
+                except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another's
+                    continue
+                self._held.add(index)
+                return index
+        return None
+
+    def release(self, index: int) -> None:
+        with self._lock:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, index)
+            self._held.discard(index)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._held = set()  # the parent's locks are the parent's
+
+
+def _close(fd: int, mapped: mmap.mmap) -> None:
+    mapped.close()
+    os.close(fd)
+
+
+# One instance per file and process: see the module docstring.
+_tables: weakref.WeakValueDictionary[str, BucketTable] = weakref.WeakValueDictionary()
+_slot_files: weakref.WeakValueDictionary[str, SlotFile] = weakref.WeakValueDictionary()
+_open_lock = threading.Lock()
+
+
+def bucket_table(path: str) -> BucketTable:
+    """This process's table at ``path``."""
+    path = os.path.realpath(path)
+    with _open_lock:
+        table = _tables.get(path)
+        if table is None:
+            table = _tables[path] = BucketTable(path)
+        return table
+
+
+def slot_file(path: str) -> SlotFile:
+    """This process's slot file at ``path``."""
+    path = os.path.realpath(path)
+    with _open_lock:
+        slots = _slot_files.get(path)
+        if slots is None:
+            slots = _slot_files[path] = SlotFile(path)
+        return slots
+
+
+# One at-fork hook for the module, over a weak set (see metrics.py).
+_live: weakref.WeakSet[BucketTable | SlotFile] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _open_lock
+    _open_lock = threading.Lock()
+    for shared in list(_live):
+        shared._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
