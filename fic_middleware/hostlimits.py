@@ -31,6 +31,7 @@ import secrets
 import struct
 import threading
 import weakref
+from collections.abc import Callable
 
 _MAGIC = b"ficlim01"
 _HEADER = struct.Struct("<8sI4x16s")  # magic, slot count, salt: 32 bytes
@@ -78,15 +79,17 @@ class BucketTable:
         os.pwrite(fd, _HEADER.pack(_MAGIC, self.slots, salt), 0)
         return salt
 
-    def take(self, key: bytes, now: float, rate: float, burst: float) -> float:
+    def take(self, key: bytes, clock: Callable[[], float], rate: float, burst: float) -> float:
         """Spend a token of ``key``'s bucket (``burst`` tokens, ``rate`` more per second):
-        0.0, or the seconds until a token is back (and nothing spent)."""
+        0.0, or the seconds until a token is back (and nothing spent). ``clock`` is read
+        under the lock, so that no process writes a time older than the one stored."""
         digest = int.from_bytes(hashlib.blake2b(key, digest_size=8, key=self._salt).digest(),
                                 "little") or 1
         offset = _HEADER.size + digest % self.slots * _SLOT.size
         with self._lock:
             fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, 0)
             try:
+                now = clock()
                 window = _WINDOW.unpack_from(self._map, offset)
                 index, tokens = _place(window, digest, now, rate, burst)
                 wait = 0.0

@@ -137,7 +137,7 @@ class HostMissLimiter(MissLimiter):
         self.table = bucket_table(path)
 
     def _spend(self, bucket: bytes) -> float:
-        return self.table.take(bucket, self.clock(), self.rate, self.burst)
+        return self.table.take(bucket, self.clock, self.rate, self.burst)
 
 
 class ClusterMissLimiter(MissLimiter):

@@ -190,55 +190,59 @@ def test_too_many_fetches_in_flight_get_503(make_mw: Any, origin: Origin) -> Non
 
 # --- the host's shared bucket table ---
 
+def at(now: float) -> Callable[[], float]:
+    return lambda: now
+
+
 def test_table_refills_at_the_rate_up_to_the_burst(tmp_path: Path) -> None:
     table = BucketTable(str(tmp_path / "limits"))
-    assert [table.take(b"k", 100.0, 2, 3) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert table.take(b"k", 100.0, 2, 3) == pytest.approx(0.5)  # a token is 0.5 s at 2/s
-    assert table.take(b"k", 100.25, 2, 3) == pytest.approx(0.25)  # half a token back
-    assert table.take(b"k", 100.5, 2, 3) == 0.0
+    assert [table.take(b"k", at(100.0), 2, 3) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert table.take(b"k", at(100.0), 2, 3) == pytest.approx(0.5)  # a token is 0.5 s at 2/s
+    assert table.take(b"k", at(100.25), 2, 3) == pytest.approx(0.25)  # half a token back
+    assert table.take(b"k", at(100.5), 2, 3) == 0.0
     # An hour later the bucket is full, not fuller.
-    assert [table.take(b"k", 3700.0, 2, 3) for _ in range(4)][3] == pytest.approx(0.5)
+    assert [table.take(b"k", at(3700.0), 2, 3) for _ in range(4)][3] == pytest.approx(0.5)
 
 
 def test_table_with_no_rate_never_refills(tmp_path: Path) -> None:
     table = BucketTable(str(tmp_path / "limits"))
-    table.take(b"k", 100.0, 0, 1)
-    assert table.take(b"k", 1e6, 0, 1) == float("inf")
+    table.take(b"k", at(100.0), 0, 1)
+    assert table.take(b"k", at(1e6), 0, 1) == float("inf")
 
 
 def test_table_bucket_from_before_the_clock_began_is_full(tmp_path: Path) -> None:
     """time.monotonic() starts again at boot; the file does not."""
     table = BucketTable(str(tmp_path / "limits"))
-    table.take(b"k", 5000.0, 0.001, 1)
-    assert table.take(b"k", 10.0, 0.001, 1) == 0.0
+    table.take(b"k", at(5000.0), 0.001, 1)
+    assert table.take(b"k", at(10.0), 0.001, 1) == 0.0
 
 
 def test_table_keys_sharing_a_window_keep_their_own_buckets(tmp_path: Path) -> None:
     table = BucketTable(str(tmp_path / "limits"), slots=1)  # every key hashes to one window
     keys = [bytes([i]) for i in range(PROBE)]
-    assert all(table.take(key, 0.0, 0.001, 1) == 0.0 for key in keys)
-    assert all(table.take(key, 0.0, 0.001, 1) > 0 for key in keys)
+    assert all(table.take(key, at(0.0), 0.001, 1) == 0.0 for key in keys)
+    assert all(table.take(key, at(0.0), 0.001, 1) > 0 for key in keys)
 
 
 def test_table_full_window_replaces_the_bucket_closest_to_full(tmp_path: Path) -> None:
     table = BucketTable(str(tmp_path / "limits"), slots=1)
     keys = [bytes([i]) for i in range(PROBE)]
-    for at, key in enumerate(keys):  # keys[0] has been refilling longest
-        table.take(key, float(at), 0.001, 1)
-    assert table.take(b"new", 10.0, 0.001, 1) == 0.0  # in keys[0]'s slot
-    assert table.take(keys[0], 10.0, 0.001, 1) == 0.0  # a fresh bucket (in keys[1]'s slot)
-    assert all(table.take(key, 10.0, 0.001, 1) > 0 for key in keys[2:])
+    for when, key in enumerate(keys):  # keys[0] has been refilling longest
+        table.take(key, at(float(when)), 0.001, 1)
+    assert table.take(b"new", at(10.0), 0.001, 1) == 0.0  # in keys[0]'s slot
+    assert table.take(keys[0], at(10.0), 0.001, 1) == 0.0  # a fresh bucket (in keys[1]'s slot)
+    assert all(table.take(key, at(10.0), 0.001, 1) > 0 for key in keys[2:])
 
 
 def test_table_is_kept_across_opens(tmp_path: Path) -> None:
-    BucketTable(str(tmp_path / "limits")).take(b"k", 100.0, 0.001, 1)
-    assert BucketTable(str(tmp_path / "limits")).take(b"k", 100.0, 0.001, 1) > 0
+    BucketTable(str(tmp_path / "limits")).take(b"k", at(100.0), 0.001, 1)
+    assert BucketTable(str(tmp_path / "limits")).take(b"k", at(100.0), 0.001, 1) > 0
 
 
 def test_a_file_of_another_format_becomes_an_empty_table(tmp_path: Path) -> None:
     (tmp_path / "limits").write_bytes(b"not a table" * 100)
     table = BucketTable(str(tmp_path / "limits"))
-    assert table.take(b"k", 100.0, 0.001, 1) == 0.0
+    assert table.take(b"k", at(100.0), 0.001, 1) == 0.0
 
 
 def test_limiters_of_one_process_share_its_table(tmp_path: Path) -> None:
@@ -250,26 +254,27 @@ def test_limiters_of_one_process_share_its_table(tmp_path: Path) -> None:
         HostMissLimiter(path, rate=0.01, burst=1).take("198.51.100.7")
 
 
-_SHARED_BURST = 4000
+_SHARED_BURST = 30_000
 
 
 def _drain(path: str, tries: int, start: Any, results: Any) -> None:
-    """In another process: try ``tries`` takes of one bucket that never refills."""
+    """In another process: try ``tries`` takes of one bucket that never refills, on the
+    host's clock (a process must not see a time older than another's as a new boot)."""
     table = bucket_table(path)
-    start.wait()
-    results.put(sum(table.take(b"k", 1.0, 0.0, _SHARED_BURST) == 0.0 for _ in range(tries)))
+    start.wait()  # both processes are ready: they take at the same time
+    results.put(sum(table.take(b"k", time.monotonic, 0.0, _SHARED_BURST) == 0.0
+                    for _ in range(tries)))
 
 
 def test_two_processes_never_take_the_same_token(tmp_path: Path) -> None:
     context = multiprocessing.get_context("spawn")
-    start, results = context.Event(), context.Queue()
+    start, results = context.Barrier(2), context.Queue()
     path = str(tmp_path / "limits")
     BucketTable(path)  # made before the race
-    workers = [context.Process(target=_drain, args=(path, 3000, start, results))
+    workers = [context.Process(target=_drain, args=(path, 20_000, start, results))
                for _ in range(2)]
     for worker in workers:
         worker.start()
-    start.set()
     taken = [results.get(timeout=60) for _ in workers]
     for worker in workers:
         worker.join()
