@@ -17,7 +17,8 @@ from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 from . import __version__
-from .config import OPTIONS, Config, without_userinfo
+from .config import OPTIONS, Config
+from .options import without_userinfo
 from .errors import ConfigError, RequestError
 from .middleware import FastImageCache
 from .record import CorruptRecord, UnknownRecord, decode

@@ -29,6 +29,9 @@ from .storage import open_negative_storage, open_storage
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from typing_extensions import Unpack
+
+    from ._typed_options import Options
 
 log = logging.getLogger("fic_middleware")
 
@@ -44,14 +47,19 @@ class FastImageCache:
     """WSGI middleware serving images under ``prefix`` from a local cache.
 
     :param app: the WSGI application to wrap.
-    :param options: keyword options, see the README's configuration reference; merged
-        with ``FIC_*`` environment variables and ``config_file``. Wrong values raise
+    :param config: a ready :class:`~fic_middleware.config.Config` (adapters build one from
+        their own sources); or else
+    :param options: keyword options (docs/CONFIGURATION.md), merged with ``FIC_*``
+        environment variables and ``config_file``. Wrong values raise
         :class:`~fic_middleware.ConfigError` here, not on the first request.
     """
 
-    def __init__(self, app: WSGIApplication, **options: Any) -> None:
+    def __init__(self, app: WSGIApplication, config: Config | None = None,
+                 **options: Unpack[Options]) -> None:
+        if config is not None and options:
+            raise TypeError("pass either a Config or keyword options, not both")
         self.app = app
-        self.config = Config.load(**options)
+        self.config = config if config is not None else Config.load(**options)
         self.storage = open_storage(self.config)
         self.fetcher = Fetcher(self.config)
         self.negatives = open_negative_storage(self.config)

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .config import file_options
+from .config import Config, file_options
 from .middleware import FastImageCache
 
 if TYPE_CHECKING:
@@ -35,4 +35,4 @@ if TYPE_CHECKING:
 def filter_app_factory(app: WSGIApplication, global_conf: Mapping[str, str],
                        **local_conf: str) -> FastImageCache:
     """The ``paste.filter_app_factory`` entry point ``main``."""
-    return FastImageCache(app, **file_options(local_conf))
+    return FastImageCache(app, Config.load(**file_options(local_conf)))
