@@ -195,7 +195,7 @@ def suite_version(suite: Path) -> str:
         return f"git {rev}"
     except (OSError, subprocess.CalledProcessError):
         package = json.loads((suite / "package.json").read_text())
-        return f"{package['name']} {package['version']}"
+        return f"{package['name']} {package['version']} per package.json, not a git checkout"
 
 
 def failure_table(scored: dict[str, object]) -> str:
