@@ -20,9 +20,10 @@ import logging
 import os
 import re
 import threading
-import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+from . import forks
 
 log = logging.getLogger("fic_middleware")
 
@@ -47,7 +48,7 @@ class Stats:
         self._stopped = threading.Event()
         self._pid = os.getpid()
         self._reset()
-        _live.add(self)
+        forks.register(self)
 
     def _reset(self) -> None:
         self.hit = 0
@@ -61,7 +62,7 @@ class Stats:
         self.corrupt = 0
         self.redis_failures = 0
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         # The parent's counts are the parent's: a worker starts from zero, with its own file.
         self._pid = os.getpid()
         self.running = False
@@ -72,6 +73,7 @@ class Stats:
 
     def start(self) -> None:
         """Start this process's flusher (idempotent; callers check ``running`` first)."""
+        forks.check()  # the first request of a worker forked without Python's at-fork hooks
         with self._lock:
             if self.running:
                 return
@@ -168,19 +170,6 @@ class Stats:
         for counts in live:
             total = _add(total, counts)
         return {**total, "processes": len(live)}
-
-
-# One at-fork hook for the module, over a weak set: a hook per Stats would be called (and would
-# keep its Stats alive) for every Stats ever made, including the throwaway ones of totals().
-_live: weakref.WeakSet[Stats] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for stats in list(_live):
-        stats._after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _alive(pid: int) -> bool:
