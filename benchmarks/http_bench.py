@@ -454,11 +454,13 @@ def server_argv(app: str, port: int, server: str, args: argparse.Namespace) -> l
                 "--port", str(port), "--workers", str(args.workers), "--no-ws",
                 "--log-level", "warning", app]
     if server == "uwsgi":
-        # As examples/uwsgi.ini: master + processes, the app imported once in the master
-        # before the fork; --http11-socket answers HTTP itself, with keep-alive.
+        # As examples/uwsgi.ini (master + processes, the app imported once in the master
+        # before the fork, Python told of the fork), but --http11-socket: keep-alive, as wrk
+        # and granian use (every app here sends Content-Length, which it needs).
         return [venv_script("uwsgi"), "--http11-socket", f"127.0.0.1:{port}", "--master",
                 "--processes", str(args.workers), "--module", app, "--enable-threads",
-                "--need-app", "--die-on-term", "--disable-logging", "--strict"]
+                "--py-call-osafterfork", "--need-app", "--die-on-term", "--disable-logging",
+                "--strict"]
     return gunicorn_argv(app, port, server, args)
 
 
