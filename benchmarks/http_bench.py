@@ -460,7 +460,10 @@ def server_argv(app: str, port: int, server: str, args: argparse.Namespace) -> l
         return [venv_script("uwsgi"), "--http11-socket", f"127.0.0.1:{port}", "--master",
                 "--processes", str(args.workers), "--module", app, "--enable-threads",
                 "--py-call-osafterfork", "--need-app", "--die-on-term", "--disable-logging",
-                "--strict"]
+                "--strict",
+                # Without it, a wsgi.file_wrapper answer (whitenoise) waits on delayed ACKs
+                # over a kept-alive connection: ~40 ms each.
+                "--tcp-nodelay"]
     return gunicorn_argv(app, port, server, args)
 
 
