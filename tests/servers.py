@@ -111,3 +111,36 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+def _venv_script(name: str) -> str:
+    """A console script installed beside this interpreter (granian, uwsgi)."""
+    return str(Path(sys.executable).parent / name)
+
+
+@contextmanager
+def granian(app: str | None, env: dict[str, str], workers: int = 2) -> Iterator[str]:
+    """``examples/granian.sh [app]`` (granian's WSGI interface; its default app without one)
+    on 127.0.0.1 with ``workers`` worker processes; yields the base URL; stops it on exit."""
+    port = free_port()
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**env, "GRANIAN_PORT": str(port), "GRANIAN_WORKERS": str(workers), "PATH": path}
+    command = [str(ROOT / "examples" / "granian.sh"), *([app] if app else [])]
+    with running(command, f"http://127.0.0.1:{port}", env) as base:
+        yield base
+
+
+@contextmanager
+def uwsgi(env: dict[str, str], module: str | None = None, workers: int = 2,
+          ini: bool = True) -> Iterator[str]:
+    """``uwsgi --ini examples/uwsgi.ini`` on 127.0.0.1 with ``workers`` processes: the ini's
+    paste pipeline, or ``module`` (UWSGI_MODULE) instead; yields the base URL. ``ini=False``:
+    a bare master and workers instead of the ini (uWSGI's defaults)."""
+    port = free_port()
+    env = {**env, "UWSGI_HTTP_SOCKET": f"127.0.0.1:{port}", "UWSGI_PROCESSES": str(workers)}
+    if module is not None:
+        env["UWSGI_MODULE"] = module
+    options = (["--ini", str(ROOT / "examples" / "uwsgi.ini")] if ini
+               else ["--master", "--enable-threads", "--die-on-term", "--need-app"])
+    with running([_venv_script("uwsgi"), *options], f"http://127.0.0.1:{port}", env) as base:
+        yield base
