@@ -116,12 +116,8 @@ def test_metrics_sum_every_worker(serve: Serve, origin: Origin, tmp_path: Path) 
         check_metrics_sum_every_worker(base)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "uWSGI forks its workers without running os.register_at_fork hooks (unless "
-    "py-call-osafterfork, which examples/uwsgi.ini sets), and the middleware's stats notice a "
-    "fork only through them: every worker keeps the master's pid, its flusher exits at once, "
-    "and the admin sees only the answering worker's counts"))
 def test_metrics_sum_every_worker_under_uwsgi_defaults(origin: Origin, tmp_path: Path) -> None:
+    """Without py-call-osafterfork no Python at-fork hook runs: forks.check() must notice."""
     with uwsgi(env_for(origin, tmp_path, FIC_ADMIN_TOKEN=TOKEN), APP, ini=False) as base:
         check_metrics_sum_every_worker(base)
 
