@@ -230,6 +230,8 @@ class ImageCache:
             entry = self._entry(stale.body, stale.content_type, fetched, now, stale)
         else:
             entry = self._entry(fetched.body, fetched.content_type, fetched, now, None)
+        # Age sent to clients counts the time spent upstream too (RFC 9111 §5.1).
+        entry.stored_at = now - fetched.age
         freshness = self.policy.freshness(entry.cache_control, fetched.expires, fetched.date,
                                           fetched.age, now)
         forwarded = "stale" if stale is not None else "miss"

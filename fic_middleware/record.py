@@ -7,7 +7,9 @@ Layout (little-endian)::
     | crc32(key, header, meta) u32 | meta | body
 
 The checksum covers the storage key, so a record moved under another key does not check out.
-``expires_at`` ends freshness; past it the entry may be served while one background fetch
+``stored_at`` is when the response was generated, by our clock (the time it reached us less
+its age then), so the Age sent to clients counts time spent upstream. ``expires_at`` ends
+freshness; past it the entry may be served while one background fetch
 revalidates it until ``stale_until``, and when the origin fails until ``error_until``
 (:mod:`freshness` computes all three when the response is stored).
 

@@ -281,6 +281,15 @@ def test_a_304_without_cache_control_keeps_the_stored_directives(timed: Any, clo
     assert response.headers["Cache-Control"] == "public, max-age=10, must-revalidate"
 
 
+def test_age_sent_to_clients_counts_the_time_upstream(timed: Any, clock: Clock, raw_origin: Any) -> None:
+    client, _ = timed(origins={"raw": raw_origin.base}, min_ttl=0)
+    raw_origin.responses["/aged2.png"] = image_response(png("aged2"), "max-age=7200", b"Age: 3600\r\n")
+    assert client.get("/_fic/o/raw/aged2.png").headers["Age"] == "3600"
+    clock.now += 10
+    response = client.get("/_fic/o/raw/aged2.png")
+    assert (response.headers["Age"], response.headers["Cache-Control"]) == ("3610", "public, max-age=3590")
+
+
 def test_a_response_that_arrives_stale_is_stored_and_revalidated(timed: Any, clock: Clock,
                                                                  raw_origin: Any) -> None:
     client, _ = timed(origins={"raw": raw_origin.base}, stale_while_revalidate=0, min_ttl="1m")
