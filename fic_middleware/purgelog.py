@@ -109,9 +109,10 @@ class PurgeLog:
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
+        """In a forked child: no follower, no lock (the parent's stay the parent's)."""
         if self._lock_fd is not None:
-            os.close(self._lock_fd)  # the parent's lock stays the parent's
+            os.close(self._lock_fd)
         self._reset()
         if self._lock_file is None:
             self.host = _host_id(None)  # a memory cache per process: a host per process
@@ -302,7 +303,7 @@ _logs: weakref.WeakSet[PurgeLog] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for purge_log in _logs:
-        purge_log._after_fork()
+        purge_log.after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
