@@ -28,6 +28,7 @@ from .imagetypes import SNIFF_BYTES, sniff
 from .limits import InflightLimiter, MissLimiter
 from .locking import HostLocks, Lock, LockChain, ProcessOnly, SingleFlight
 from .metrics import Stats
+from .purgelog import PurgeLog
 from .redis_tier import RedisTier
 from .record import (
     MUST_REVALIDATE, NEGATIVE, NO_CACHE, CorruptRecord, Entry, Reader, Sealer, UnknownRecord, encode,
@@ -73,6 +74,10 @@ class ImageCache:
                                     lock_ttl=config.total_timeout + 5,
                                     on_failure=self.stats.redis_failed)
             self.locks = LockChain(self.locks, self.shared)
+        # Purges reach the other hosts' L1 through a Redis stream (purgelog.py).
+        self.purges = PurgeLog(config.redis_url, config.cache_dir, self._forget_here,
+                               self._forget_all_here, on_failure=self.stats.redis_failed
+                               ) if config.redis_url else None
         self._refreshing: set[bytes] = set()
         self._refresh_lock = threading.Lock()
         self._refresher: ThreadPoolExecutor | None = None
@@ -365,15 +370,33 @@ class ImageCache:
         return self._delete(key) | self._delete(key, self.negatives)
 
     def purge(self, keys: list[bytes]) -> int:
-        """Forget these entries, here and in the shared tier; how many this host had."""
-        return sum(self._delete_everywhere(key) for key in keys)
+        """Forget these entries, here, in the shared tier and (soon) on the other hosts;
+        how many this host had."""
+        purged = sum(self._delete_everywhere(key) for key in keys)
+        if self.purges is not None:  # after Redis: no host may refill its L1 from there
+            self.purges.publish(keys)
+        return purged
 
     def purge_all(self) -> int:
         if self.shared is not None:
             self.shared.clear()
+        purged = self._forget_all_here()
+        if self.purges is not None:
+            self.purges.publish_all()
+        return purged
+
+    def _forget_here(self, keys: list[bytes]) -> None:
+        """Another host's purge: this host's L1 only (that host cleared Redis)."""
+        for key in keys:
+            self._delete(key)
+            self._delete(key, self.negatives)
+
+    def _forget_all_here(self) -> int:
         return self.storage.clear() + self.negatives.clear()
 
     def close(self) -> None:
+        if self.purges is not None:
+            self.purges.close()
         if self._refresher is not None:
             self._refresher.shutdown(wait=True)
             self._refresher = None

@@ -89,7 +89,9 @@ class FastImageCache:
         return [response.body]
 
     def _respond(self, environ: WSGIEnvironment, method: str, path: str) -> http.Response:
-        if not self._stats.running:
+        if not self._stats.running:  # once per process
+            if self.cache.purges is not None:  # first catch up with the other hosts' purges
+                self.cache.purges.start()
             self._stats.start()
         if method != "GET" and method != "HEAD":
             return self._not_an_image(environ, method, path, _METHOD_NOT_ALLOWED)
