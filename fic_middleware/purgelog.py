@@ -30,10 +30,10 @@ import secrets
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from . import forks
 from .routing import KEY_BYTES
 
 log = logging.getLogger("fic_middleware")
@@ -99,7 +99,7 @@ class PurgeLog:
         self.host = _host_id(self._lock_file)
         self._position: Position | None = None  # kept here when there is no cache_dir
         self._reset()
-        _logs.add(self)
+        forks.register(self)
 
     def _reset(self) -> None:
         """This process's follower state (a forked child starts without one)."""
@@ -297,13 +297,3 @@ def _host_id(lock_file: str | None) -> bytes:
     return hashlib.blake2b(f"{socket.gethostname()} {st.st_dev} {st.st_ino} {st.st_ctime_ns}"
                            .encode(), digest_size=16).digest()
 
-
-_logs: weakref.WeakSet[PurgeLog] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for purge_log in _logs:
-        purge_log.after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
