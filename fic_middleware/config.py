@@ -305,6 +305,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("total_timeout", _duration, 20.0, "Origin timeout for a whole fetch."),
     Option("retries", _count, 2, "Retries on connect errors and origin 502/503/504."),
     Option("max_redirects", _count, 3, "Redirects followed; one more is a 502."),
+    # nginx's max_fails is 1 per worker; 5 in a row for the whole host rides out a blip.
+    Option("breaker_failures", _count, 5,
+           "Consecutive failures of an origin host that open its circuit (0: never)."),
+    # nginx's fail_timeout is 10s; 30s lets a restarting origin come back before a probe.
+    Option("breaker_cooldown", _duration, 30.0,
+           "How long an open circuit fails misses at once before one request probes."),
     Option("verify_tls", _bool, True, "Verify origin certificates (certifi or ca_bundle)."),
     Option("ca_bundle", _optional(_path), None, "CA bundle file instead of certifi's."),
     # Loopback, private, link-local... are refused unless listed here (CONTRACT §4).
@@ -380,6 +386,8 @@ class Config:
     total_timeout: float
     retries: int
     max_redirects: int
+    breaker_failures: int
+    breaker_cooldown: float
     verify_tls: bool
     ca_bundle: str | None
     allowed_networks: tuple[Network, ...]
