@@ -10,11 +10,12 @@ miss). The origin is, in turn:
 - ``black hole``              accepts connections and never answers (read_timeout per miss);
 - ``never accepts``           a full accept queue: connects hang (connect_timeout per attempt);
 
-each dead one with the breaker on (``breaker_failures`` 5) and off (0). The figures are the
-p50/p99 latency of the pass-through pages and of the misses, the pages served, and the
-misses by status. The comparison that matters is pass-through p99 of a dead origin (breaker
-on) against the healthy run: it should stay within 2x, while without the breaker the app's
-pages queue behind workers stuck on the origin.
+each dead one with the breaker on (``breaker_failures`` 5) and off (0). After a warm-up
+(while a dead origin's first misses hold workers for their timeouts, until the circuit
+opens), the figures are the p50/p99 latency of the pass-through pages and of the misses,
+the pages served, and the misses by status. The comparison that matters is pass-through p99
+of a dead origin (breaker on) against the healthy run: it should stay within 2x, while
+without the breaker the app's pages queue behind workers stuck on the origin.
 
 Run from the repository root: ``.venv/bin/python benchmarks/breaker.py [--seconds 10]``.
 Traffic goes to 127.0.0.1 only.
@@ -79,55 +80,59 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def measure(port: int, breaker_failures: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Load for ``--warmup`` + ``--seconds``; figures of the requests that ended after the
+    warm-up (the steady state: a tripped circuit, or workers stuck without one), and how
+    many misses the warm-up cost."""
     with tempfile.TemporaryDirectory() as cache:
         env = {"FIC_CACHE_DIR": cache, "FIC_ORIGINS": f"t=http://127.0.0.1:{port}",
                "FIC_ALLOWED_NETWORKS": "127.0.0.1/32", "FIC_CONNECT_TIMEOUT": args.timeout,
                "FIC_READ_TIMEOUT": args.timeout, "FIC_BREAKER_FAILURES": str(breaker_failures)}
         with gunicorn("tests.apps.gunicorn_app:app", env, ["--workers", "4"]) as base:
-            pages: list[float] = []
-            misses: list[float] = []
-            statuses: Counter[str] = Counter()
+            samples: list[tuple[float, str, float, int]] = []  # (ended, kind, seconds, status)
             lock = threading.Lock()
             stop = threading.Event()
             counter = iter(range(10**9))
 
-            def page() -> None:
+            def client(kind: str) -> None:
                 while not stop.is_set():
+                    if kind == "page":
+                        url = f"{base}/page"
+                    else:
+                        with lock:
+                            url = f"{base}/_fic/o/t/img/{next(counter)}.png"
                     started = time.perf_counter()
-                    status = get(f"{base}/page", timeout=120)[0]
-                    elapsed = time.perf_counter() - started
+                    status = get(url, timeout=120)[0]
+                    ended = time.perf_counter()
                     with lock:
-                        pages.append(elapsed)
-                        if status != 200:
-                            statuses[f"page {status}"] += 1
+                        samples.append((ended, kind, ended - started, status))
 
-            def miss() -> None:
-                while not stop.is_set():
-                    with lock:
-                        n = next(counter)
-                    started = time.perf_counter()
-                    status = get(f"{base}/_fic/o/t/img/{n}.png", timeout=120)[0]
-                    elapsed = time.perf_counter() - started
-                    with lock:
-                        misses.append(elapsed)
-                        statuses[str(status)] += 1
-
-            threads = [threading.Thread(target=page) for _ in range(args.pages)] + \
-                      [threading.Thread(target=miss) for _ in range(args.misses)]
+            threads = [threading.Thread(target=client, args=("page",)) for _ in range(args.pages)] + \
+                      [threading.Thread(target=client, args=("miss",)) for _ in range(args.misses)]
+            began = time.perf_counter()
             for thread in threads:
                 thread.start()
-            time.sleep(args.seconds)
+            time.sleep(args.warmup + args.seconds)
             stop.set()
             for thread in threads:
                 thread.join()
+    steady = began + args.warmup
+    pages = [s for ended, kind, s, _ in samples if kind == "page" and ended >= steady]
+    misses = [(s, status) for ended, kind, s, status in samples if kind == "miss" and ended >= steady]
+    warmup = Counter(str(status) for ended, kind, _, status in samples
+                     if kind == "miss" and ended < steady)
     return {"pages": len(pages), "page_p50": percentile(pages, 50), "page_p99": percentile(pages, 99),
-            "miss_p50": percentile(misses, 50), "miss_p99": percentile(misses, 99),
-            "statuses": dict(sorted(statuses.items()))}
+            "miss_p50": percentile([s for s, _ in misses], 50),
+            "miss_p99": percentile([s for s, _ in misses], 99),
+            "statuses": dict(sorted(Counter(str(status) for _, status in misses).items())),
+            "warmup": dict(sorted(warmup.items()))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="load per scenario")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured load per scenario")
+    parser.add_argument("--warmup", type=float, default=15.0,
+                        help="load before measuring: long enough for breaker_failures misses "
+                             "to fail (two waves of connect_timeout x (retries + 1))")
     parser.add_argument("--pages", type=int, default=4, help="pass-through client threads")
     parser.add_argument("--misses", type=int, default=4, help="miss client threads")
     parser.add_argument("--timeout", default="2s", help="connect_timeout and read_timeout")
@@ -146,16 +151,18 @@ def main() -> None:
         rows.append((name, result))
         print(f"{name}: {result}", file=sys.stderr)
     baseline = rows[0][1]["page_p99"]
-    print(f"4 sync workers, {args.pages} page + {args.misses} miss client threads, "
-          f"{args.seconds:g} s each, connect/read timeout {args.timeout}, retries 2\n")
+    print(f"4 sync workers, {args.pages} page + {args.misses} miss client threads; "
+          f"{args.warmup:g} s of warm-up, then {args.seconds:g} s measured; "
+          f"connect/read timeout {args.timeout}, retries 2\n")
     print("| origin | pages served | page p50 ms | page p99 ms | p99 / healthy | "
-          "miss p50 ms | miss p99 ms | misses by status |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+          "miss p50 ms | miss p99 ms | misses by status | warm-up misses by status |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
     for name, r in rows:
         print(f"| {name} | {r['pages']} | {1000 * r['page_p50']:.1f} | {1000 * r['page_p99']:.1f} | "
               f"{r['page_p99'] / baseline:.2f} | {1000 * r['miss_p50']:.1f} | "
               f"{1000 * r['miss_p99']:.1f} | "
-              f"{', '.join(f'{k}: {v}' for k, v in r['statuses'].items())} |")
+              f"{', '.join(f'{k}: {v}' for k, v in r['statuses'].items())} | "
+              f"{', '.join(f'{k}: {v}' for k, v in r['warmup'].items())} |")
     print(f"\nload average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"on {os.cpu_count()} CPUs")
 

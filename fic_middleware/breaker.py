@@ -165,7 +165,7 @@ class Breaker:
             if slot[1] == CLOSED and slot[2] >= self.failures:
                 slot[1], slot[3] = OPEN, now + self.cooldown
                 slot[5] += 1
-                log.warning("origin %s failed %d times in a row: misses fail fast for %gs",
+                log.warning("origin %s: %d failures in a row; misses fail fast for %gs",
                             origin, slot[2], self.cooldown)
             elif probe and slot[1] == HALF_OPEN:
                 slot[1], slot[3] = OPEN, now + self.cooldown
@@ -233,7 +233,6 @@ class Breaker:
         return self._map
 
     def _open(self) -> None:
-        self._lock = threading.Lock()
         if self.path is None:
             self._map = mmap.mmap(-1, _SIZE, flags=mmap.MAP_PRIVATE)
             self._map[:len(_MAGIC)] = _MAGIC
