@@ -25,6 +25,8 @@ class Options(TypedDict, total=False):
     total_timeout: float | str
     retries: int | str
     max_redirects: int | str
+    breaker_failures: int | str
+    breaker_cooldown: float | str
     verify_tls: bool | str
     ca_bundle: str | None
     allowed_networks: Sequence[str] | str

@@ -76,7 +76,8 @@ class Admin:
             return _json(self.stats())
         if path == "/metrics":
             body, content_type = metrics.exposition(self.mw.cache.stats.totals(),
-                                                    self.mw.storage.stats())
+                                                    self.mw.storage.stats(),
+                                                    self.mw.cache.breaker.states())
             return _response(HTTPStatus.OK, body, ("Content-Type", content_type))
         return self._purge(environ, client)
 
@@ -107,6 +108,7 @@ class Admin:
             "corrupt_records": totals["corrupt"],
             "redis_failures": totals["redis_failures"],
             "processes": totals["processes"],
+            "circuits": self.mw.cache.breaker.states(),  # host-wide already: not summed
         }
 
     def _purge(self, environ: WSGIEnvironment, client: str) -> http.Response:

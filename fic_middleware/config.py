@@ -63,6 +63,12 @@ class Config:
     total_timeout: float = option(o.duration, 20.0, "Origin timeout for a whole fetch.")
     retries: int = option(o.count, 2, "Retries on connect errors and origin 502/503/504.")
     max_redirects: int = option(o.count, 3, "Redirects followed; one more is a 502.")
+    # nginx's max_fails is 1 per worker; 5 in a row for the whole host rides out a blip.
+    breaker_failures: int = option(o.count, 5,
+        "Consecutive failures of an origin host that open its circuit (0: never).")
+    # nginx's fail_timeout is 10s; 30s lets a restarting origin come back before a probe.
+    breaker_cooldown: float = option(o.duration, 30.0,
+        "How long an open circuit fails misses at once before one request probes.")
     verify_tls: bool = option(o.boolean, True, "Verify origin certificates (certifi or ca_bundle).")
     ca_bundle: str | None = option(o.optional(o.path), None, "CA bundle file instead of certifi's.")
     # Loopback, private, link-local... are refused unless listed here (docs/SECURITY.md).

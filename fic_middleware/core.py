@@ -20,8 +20,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from . import http
+from .breaker import Breaker
 from .config import Config
-from .errors import NotFound, OriginRefused, OriginTimeout, OriginUnavailable, RequestError
+from .errors import (
+    NotFound, OriginDown, OriginRefused, OriginTimeout, OriginUnavailable, RequestError,
+)
 from .fetch import Fetched, Fetcher
 from .freshness import Policy
 from .imagetypes import SNIFF_BYTES, sniff
@@ -65,6 +68,11 @@ class ImageCache:
                                          ipv6_prefix=config.client_ipv6_prefix)
                              if config.miss_rate is not None else None)
         self.flights = SingleFlight()
+        # Shared by the host's workers; a probe may take as long as a whole fetch.
+        self.breaker = Breaker(os.path.join(config.cache_dir, "breaker")
+                               if config.backend == "lmdb" and config.cache_dir else None,
+                               config.breaker_failures, config.breaker_cooldown,
+                               probe_lease=config.total_timeout + 1)
         self.locks: Lock = (HostLocks(os.path.join(config.cache_dir, "fic.lock"))
                             if config.backend == "lmdb" and config.cache_dir else ProcessOnly())
         self.shared: RedisTier | None = None
@@ -201,7 +209,7 @@ class ImageCache:
     def _fetch_origin(self, request: ImageRequest, stale: Entry | None) -> http.Response:
         started = time.monotonic()
         try:
-            with self.inflight.slot():
+            with self.breaker.guard(request.url), self.inflight.slot():
                 fetched = self.fetcher.fetch(request.url, request.headers, _validators(stale))
         except NotFound:
             self._remember_gone(request.key)
@@ -217,7 +225,8 @@ class ImageCache:
             if stale is not None and now < stale.error_until:
                 log.debug("origin failed (%s); serving stale", exc)
                 self.stats.result("stale")
-                return http.image_response(stale, http.STALE_IF_ERROR, now, 0)
+                status = http.ORIGIN_DOWN if isinstance(exc, OriginDown) else http.STALE_IF_ERROR
+                return http.image_response(stale, status, now, 0)
             raise
         self.stats.fetched(request.origin, time.monotonic() - started, len(fetched.body))
         self.stats.result("miss")
@@ -401,6 +410,7 @@ class ImageCache:
             self._refresher.shutdown(wait=True)
             self._refresher = None
         self.locks.close()  # the Redis tier too, when it is in the chain
+        self.breaker.close()
         self.stats.stop()
 
 

@@ -25,6 +25,8 @@ SHARED_HIT = "fic; hit; detail=shared"  # from the Redis tier, now in this host'
 # Served from the cache while a background fetch refreshes it (RFC 5861 semantics).
 STALE_HIT = "fic; hit; fwd=stale"
 STALE_IF_ERROR = "fic; hit; fwd=stale; detail=stale-if-error"
+# The origin's circuit is open (:mod:`breaker`): not forwarded, so a hit (RFC 9211 §2.1).
+ORIGIN_DOWN = "fic; hit; detail=origin-down"
 # Waited for another request's fetch of the same image, then served what it stored.
 COLLAPSED = "fic; fwd=miss; collapsed"
 

@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from . import forks
@@ -229,8 +229,10 @@ def _add(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return total
 
 
-def exposition(totals: Mapping[str, Any], storage: Mapping[str, int]) -> tuple[bytes, str]:
-    """Prometheus text (body, content type) for summed ``totals`` and the storage's counts."""
+def exposition(totals: Mapping[str, Any], storage: Mapping[str, int],
+               circuits: Sequence[Mapping[str, Any]] = ()) -> tuple[bytes, str]:
+    """Prometheus text (body, content type) for summed ``totals``, the storage's counts and
+    the origins' circuits (:meth:`fic_middleware.breaker.Breaker.states`, host-wide)."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import (
         CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
@@ -275,6 +277,16 @@ def exposition(totals: Mapping[str, Any], storage: Mapping[str, int]) -> tuple[b
                                       value=totals["redis_failures"])
             yield GaugeMetricFamily("fic_processes", "Worker processes reporting.",
                                     value=totals["processes"])
+            circuit_open = GaugeMetricFamily(
+                "fic_origin_circuit_open", "1 while misses for this origin fail fast.",
+                labels=["origin"])
+            trips = CounterMetricFamily("fic_origin_circuit_trips",
+                                        "Times this origin's circuit opened.", labels=["origin"])
+            for circuit in circuits:
+                circuit_open.add_metric([circuit["origin"]], int(circuit["state"] != "closed"))
+                trips.add_metric([circuit["origin"]], circuit["trips"])
+            yield circuit_open
+            yield trips
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector())
