@@ -108,7 +108,7 @@ def cmd_purge(args: argparse.Namespace, out: IO[str]) -> int:
 
 def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
     mw = _middleware(args)
-    sealer = mw.cache.sealer
+    sealer = mw.cache.tiers.sealer
     counts = {"ok": 0, "corrupt": 0, "other_version": 0}
     damaged = []
     entries = mw.storage.stats()["entries"]
@@ -171,7 +171,7 @@ def cmd_gc(args: argparse.Namespace, out: IO[str]) -> int:
     expired, damaged = [], []
     for key, record in _progress(mw.storage.scan(), mw.storage.stats()["entries"], "gc"):
         try:
-            entry = decode(record, key, mw.cache.sealer)
+            entry = decode(record, key, mw.cache.tiers.sealer)
         except CorruptRecord:  # another version included: unreadable by this release
             damaged.append(key)
             continue

@@ -19,13 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import http
 from .admin import Admin
+from .assembly import Parts, build
 from .config import Config
-from .core import ImageCache
 from .errors import MethodNotAllowed, NotFound, RequestError
-from .fetch import Fetcher
 from .limits import client_address
-from .routing import Router
-from .storage import open_negative_storage, open_storage
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -50,18 +47,31 @@ class FastImageCache:
     """
 
     def __init__(self, app: WSGIApplication, **options: Any) -> None:
+        self._assemble(app, build(Config.load(**options)))
+
+    @classmethod
+    def assembled(cls, app: WSGIApplication, parts: Parts) -> FastImageCache:
+        """The middleware over parts built by :func:`fic_middleware.assembly.build` (tests
+        pass their own clock that way)."""
+        mw = cls.__new__(cls)
+        mw._assemble(app, parts)
+        return mw
+
+    def _assemble(self, app: WSGIApplication, parts: Parts) -> None:
         self.app = app
-        self.config = Config.load(**options)
-        self.storage = open_storage(self.config)
-        self.fetcher = Fetcher(self.config)
-        self.negatives = open_negative_storage(self.config)
-        self.cache = ImageCache(self.config, self.storage, self.fetcher, self.negatives)
-        self.router = Router(self.config)
+        self.parts = parts
+        self.config = parts.config
+        self.storage = parts.storage
+        self.negatives = parts.negatives
+        self.fetcher = parts.fetcher
+        self.cache = parts.cache
+        self.router = parts.router
+        self.operations = parts.operations
         self._prefix = self.config.prefix
         self._prefix_len = len(self._prefix)
         self._forward_query = self.config.forward_query
         self._limit_misses = self.config.miss_rate is not None
-        self._stats = self.cache.stats
+        self._stats = parts.stats
         self._admin = Admin(self, self.config.admin_token) if self.config.admin_token else None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -135,24 +145,17 @@ class FastImageCache:
     def purge_url(self, url: str) -> int:
         """Forget the image at an absolute origin URL; entries removed.
         Raises ValueError for a URL that is not absolute http(s)."""
-        return self.cache.purge(self.router.keys_for_url(url))
+        return self.operations.purge_url(url)
 
     def purge_path(self, path: str) -> int:
         """Forget the image a client path names (``{prefix}/o/...`` or ``{prefix}/r/...``).
         Raises RequestError (BadRequest, NotFound...) for a path that names no image."""
-        if not path.startswith(self._prefix + "/"):
-            raise NotFound("not under the prefix")
-        path, _, query = path.partition("?")
-        request = self.router.route(path[self._prefix_len:], query if self._forward_query else "")
-        return self.cache.purge([request.key])
+        return self.operations.purge_path(path)
 
     def purge_all(self) -> int:
         """Forget every entry; how many there were."""
-        return self.cache.purge_all()
+        return self.operations.purge_all()
 
     def close(self) -> None:
         """Release the storage, the connection pools and the refresh threads."""
-        self.cache.close()
-        self.storage.close()
-        self.negatives.close()
-        self.fetcher.close()
+        self.parts.close()
