@@ -310,7 +310,7 @@ def breakdown(mw: FastImageCache, path: str, repeats: int, batch_ns: int) -> dic
 
     from xxhash import xxh3_64_intdigest
 
-    from fic_middleware import http
+    from fic_middleware import responses
     from fic_middleware.record import decode
 
     rel = path[len(mw.config.prefix):]
@@ -346,7 +346,7 @@ def breakdown(mw: FastImageCache, path: str, repeats: int, batch_ns: int) -> dic
         "  xxh3_64 of the 50 KB body": lambda: xxh3_64_intdigest(body_view),
         "  bytes(view) copy of the 50 KB body": lambda: bytes(body_view),
         "  crc32 header+meta": lambda: zlib.crc32(body_view[:40]),
-        "http.image_response (headers)": lambda: http.image_response(entry, http.HIT, now,
+        "responses.image_response (headers)": lambda: responses.image_response(entry, responses.HIT, now,
                                                                       max_age),
         "time.time()": time.time,
         "cache.respond(request)": lambda: cache_respond(request),

@@ -16,7 +16,7 @@ from http import HTTPStatus
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from . import http, metrics
+from . import metrics, responses
 from .errors import RequestError
 
 if TYPE_CHECKING:
@@ -37,13 +37,13 @@ _ROUTES = {"/": ("GET", "HEAD"), "/stats": ("GET", "HEAD"), "/metrics": ("GET", 
            "/purge": ("POST",)}
 
 
-def _response(status: HTTPStatus, body: bytes, *headers: tuple[str, str]) -> http.Response:
-    return http.Response(http.status_line(status),
-                         [*headers, ("Content-Length", str(len(body))), _PRIVATE, http.NOSNIFF],
+def _response(status: HTTPStatus, body: bytes, *headers: tuple[str, str]) -> responses.Response:
+    return responses.Response(responses.status_line(status),
+                         [*headers, ("Content-Length", str(len(body))), _PRIVATE, responses.NOSNIFF],
                          body)
 
 
-def _json(data: Any, status: HTTPStatus = HTTPStatus.OK) -> http.Response:
+def _json(data: Any, status: HTTPStatus = HTTPStatus.OK) -> responses.Response:
     return _response(status, json.dumps(data, sort_keys=True).encode(), _JSON)
 
 
@@ -54,7 +54,7 @@ class Admin:
         self._page = _response(HTTPStatus.OK, resources.files(__package__).joinpath(
             "dashboard.html").read_bytes(), ("Content-Type", "text/html; charset=utf-8"), _PAGE_CSP)
 
-    def respond(self, environ: WSGIEnvironment, method: str, path: str) -> http.Response:
+    def respond(self, environ: WSGIEnvironment, method: str, path: str) -> responses.Response:
         """``path`` is what follows ``{prefix}/_admin`` ('' is the dashboard)."""
         path = path or "/"
         methods = _ROUTES.get(path)
@@ -109,7 +109,7 @@ class Admin:
             "processes": totals["processes"],
         }
 
-    def _purge(self, environ: WSGIEnvironment, client: str) -> http.Response:
+    def _purge(self, environ: WSGIEnvironment, client: str) -> responses.Response:
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from . import http
+from . import responses
 from .config import Config
 from .errors import NotFound, OriginRefused, OriginTimeout, OriginUnavailable, RequestError
 from .fetch import Fetched, Fetcher
@@ -64,7 +64,7 @@ class ImageCache:
         self._shared = tiers.shared is not None
         self._client_max_age = config.client_max_age
 
-    def respond(self, request: ImageRequest, client: str = "") -> http.Response:
+    def respond(self, request: ImageRequest, client: str = "") -> responses.Response:
         """The image response for ``request``; raises RequestError for the error statuses.
         ``client`` (an address) is charged for the request if it goes to the origin."""
         try:
@@ -77,27 +77,27 @@ class ImageCache:
         if entry is not None and now < entry.expires_at:
             self.stats.hit += 1
             if entry.negative:
-                return http.NEGATIVE_HIT
-            return http.hit_response(entry, now, self._client_max_age)
+                return responses.NEGATIVE_HIT
+            return responses.hit_response(entry, now, self._client_max_age)
         if entry is None:
             negative = self.tiers.negative(request.key)
             if negative is not None and now < negative.expires_at:
                 self.stats.hit += 1
-                return http.NEGATIVE_HIT
+                return responses.NEGATIVE_HIT
         if entry is None and self._shared:
             entry = self.tiers.from_shared(request.key)
             if entry is not None and now < entry.expires_at:
                 self.stats.hit += 1
                 if entry.negative:
-                    return http.NEGATIVE_HIT
-                return http.image_response(entry, http.SHARED_HIT, now, self._client_max_age)
+                    return responses.NEGATIVE_HIT
+                return responses.image_response(entry, responses.SHARED_HIT, now, self._client_max_age)
         if entry is not None and not entry.negative and now < entry.stale_until:
             self.stats.result("stale")
             self._refresh_later(request, entry)
-            return http.image_response(entry, http.STALE_HIT, now, 0)
+            return responses.image_response(entry, responses.STALE_HIT, now, 0)
         return self._fetch(request, entry, client)
 
-    def _fetch(self, request: ImageRequest, stale: Entry | None, client: str) -> http.Response:
+    def _fetch(self, request: ImageRequest, stale: Entry | None, client: str) -> responses.Response:
         """Fetch once per key in this process; the other threads wait for the leader."""
         if self.miss_limiter is not None:
             self.miss_limiter.take(client)
@@ -121,7 +121,7 @@ class ImageCache:
         self.flights.land(key, flight)
         return response
 
-    def _fetch_locked(self, request: ImageRequest, stale: Entry | None) -> http.Response:
+    def _fetch_locked(self, request: ImageRequest, stale: Entry | None) -> responses.Response:
         """Fetch once per key on this host: wait for another process's fetch if there is one
         (it is served as soon as it is stored), take over if its process dies."""
         key = request.key
@@ -141,7 +141,7 @@ class ImageCache:
         finally:
             self.locks.release(key)
 
-    def _collapsed(self, key: bytes) -> http.Response | None:
+    def _collapsed(self, key: bytes) -> responses.Response | None:
         """The answer for a request that waited on another's fetch, if that one stored."""
         try:
             entry = self._get(key, self._decode)
@@ -156,10 +156,10 @@ class ImageCache:
             return None
         self.stats.result("collapsed")
         if entry.negative:
-            return http.NEGATIVE_HIT
-        return http.image_response(entry, http.COLLAPSED, now, self._client_max_age)
+            return responses.NEGATIVE_HIT
+        return responses.image_response(entry, responses.COLLAPSED, now, self._client_max_age)
 
-    def _fetch_origin(self, request: ImageRequest, stale: Entry | None) -> http.Response:
+    def _fetch_origin(self, request: ImageRequest, stale: Entry | None) -> responses.Response:
         started = time.monotonic()
         try:
             with self.inflight.slot():
@@ -178,14 +178,14 @@ class ImageCache:
             if stale is not None and now < stale.error_until:
                 log.debug("origin failed (%s); serving stale", exc)
                 self.stats.result("stale")
-                return http.image_response(stale, http.STALE_IF_ERROR, now, 0)
+                return responses.image_response(stale, responses.STALE_IF_ERROR, now, 0)
             raise
         self.stats.fetched(request.origin, time.monotonic() - started, len(fetched.body))
         self.stats.result("miss")
         return self._stored(request, fetched, stale)
 
     def _stored(self, request: ImageRequest, fetched: Fetched, stale: Entry | None
-                ) -> http.Response:
+                ) -> responses.Response:
         """Store what the origin sent (unless it forbids it) and answer with it."""
         now = self.clock()
         revalidated = fetched.status == 304 and stale is not None
@@ -203,7 +203,7 @@ class ImageCache:
             log.debug("not stored: origin forbids it (%s)", fetched.cache_control)
             if revalidated:
                 self.tiers.delete(request.key)
-            return http.image_response(entry, f"fic; fwd={forwarded}", now, 0, cacheable=False)
+            return responses.image_response(entry, f"fic; fwd={forwarded}", now, 0, cacheable=False)
         entry.expires_at = now + freshness.lifetime
         entry.stale_until = entry.expires_at + freshness.stale_while_revalidate
         entry.error_until = entry.expires_at + freshness.stale_if_error
@@ -213,7 +213,7 @@ class ImageCache:
         if stored and stale is None:
             self.tiers.forget_negative(request.key)
         status = f"fic; fwd={forwarded}; stored" if stored else f"fic; fwd={forwarded}"
-        return http.image_response(entry, status, now, self._client_max_age)
+        return responses.image_response(entry, status, now, self._client_max_age)
 
     def _refresh_later(self, request: ImageRequest, stale: Entry) -> None:
         """One background refresh per key and process, while the stale entry is served."""

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from . import http
+from . import responses
 from .admin import Admin
 from .assembly import Parts, build
 from .config import Config
@@ -29,11 +29,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fic_middleware")
 
-_METHOD_NOT_ALLOWED = http.error_response(MethodNotAllowed("method not allowed"))
-_NOT_FOUND = http.error_response(NotFound("not found"))
-_INTERNAL = http.Response(http.status_line(HTTPStatus.INTERNAL_SERVER_ERROR),
+_METHOD_NOT_ALLOWED = responses.error_response(MethodNotAllowed("method not allowed"))
+_NOT_FOUND = responses.error_response(NotFound("not found"))
+_INTERNAL = responses.Response(responses.status_line(HTTPStatus.INTERNAL_SERVER_ERROR),
                           [("Content-Type", "text/plain; charset=utf-8"),
-                           ("Content-Length", "15"), ("Cache-Control", "no-store"), http.NOSNIFF],
+                           ("Content-Length", "15"), ("Cache-Control", "no-store"), responses.NOSNIFF],
                           b"internal error\n")
 
 
@@ -90,7 +90,7 @@ class FastImageCache:
             self._stats.served_bytes += len(response.body)
         return [response.body]
 
-    def _respond(self, environ: WSGIEnvironment, method: str, path: str) -> http.Response:
+    def _respond(self, environ: WSGIEnvironment, method: str, path: str) -> responses.Response:
         if not self._stats.running:
             self._stats.start()
         if method != "GET" and method != "HEAD":
@@ -105,7 +105,7 @@ class FastImageCache:
             response = self.cache.respond(request, client)
         except RequestError as exc:
             log.debug("%s: %s", exc.status.value, exc)
-            return self._not_an_image(environ, method, path, http.error_response(exc))
+            return self._not_an_image(environ, method, path, responses.error_response(exc))
         except Exception:
             log.exception("unexpected error serving an image")
             return self._error(_INTERNAL)
@@ -113,29 +113,29 @@ class FastImageCache:
             return response
         inm = environ.get("HTTP_IF_NONE_MATCH")
         ims = environ.get("HTTP_IF_MODIFIED_SINCE")
-        if (inm or ims) and http.is_not_modified(response.entry, inm, ims):
-            return http.not_modified(response)
+        if (inm or ims) and responses.is_not_modified(response.entry, inm, ims):
+            return responses.not_modified(response)
         range_header = environ.get("HTTP_RANGE")
         if range_header:
-            return http.ranged(response, range_header, environ.get("HTTP_IF_RANGE"))
+            return responses.ranged(response, range_header, environ.get("HTTP_IF_RANGE"))
         return response
 
     def _not_an_image(self, environ: WSGIEnvironment, method: str, path: str,
-                      error: http.Response) -> http.Response:
+                      error: responses.Response) -> responses.Response:
         """``{prefix}/_admin...`` goes to the admin (when enabled); the rest is ``error``.
         Checked only once a path failed as an image, so hits never pay for it."""
         if self._admin is not None and (path == "/_admin" or path.startswith("/_admin/")):
             return self._admin.respond(environ, method, path[len("/_admin"):])
         return self._error(error)
 
-    def _error(self, response: http.Response) -> http.Response:
+    def _error(self, response: responses.Response) -> responses.Response:
         self._stats.error(int(response.status[:3]))
         return response
 
     @staticmethod
     def init_app(app: Any, **options: Any) -> FastImageCache:
-        """Flask: wrap ``app.wsgi_app`` and add ``fic_url`` (:func:`fic_middleware.flask.init_app`)."""
-        from .flask import init_app  # Flask stays optional: imported only when used
+        """Flask: wrap ``app.wsgi_app`` and add ``fic_url`` (:func:`fic_middleware.flask_ext.init_app`)."""
+        from .flask_ext import init_app  # Flask stays optional: imported only when used
         return init_app(app, **options)
 
     def _client(self, environ: WSGIEnvironment) -> str:

@@ -60,7 +60,7 @@ class Entry:
 
     __slots__ = ("body", "content_type", "etag", "last_modified", "origin_etag",
                  "stored_at", "expires_at", "stale_until", "error_until", "cache_control",
-                 "flags", "negative", "hit")
+                 "flags", "negative", "response_memo")
 
     def __init__(self, body: bytes, content_type: str, etag: str, last_modified: str | None,
                  origin_etag: str | None, stored_at: float, expires_at: float,
@@ -79,8 +79,8 @@ class Entry:
         self.stale_until = expires_at if stale_until is None else stale_until
         self.error_until = expires_at if error_until is None else error_until
         self.cache_control = cache_control  # the origin's, for a 304 that omits it
-        # (second, response) of the last hit response built for this entry (http.hit_response).
-        self.hit: tuple[int, Any] | None = None
+        # (second, response) of the last hit response built for this entry (responses.hit_response).
+        self.response_memo: tuple[int, Any] | None = None
 
 
 def strong_etag(body: bytes) -> str:

@@ -39,7 +39,7 @@ from fic_middleware.errors import BadRequest, ConfigError, Forbidden, NotFound, 
     RequestError
 from fic_middleware.fetch import Fetched, Fetcher
 from fic_middleware.freshness import Policy
-from fic_middleware.http import is_not_modified
+from fic_middleware.responses import is_not_modified
 from fic_middleware.record import Entry, strong_etag
 from fic_middleware.routing import Router, cache_key
 from fic_middleware.signing import b64encode

@@ -68,9 +68,9 @@ def hit_response(entry: Entry, now: float, client_max_age: float) -> Response:
     Shared between requests: the WSGI adapter hands start_response a copy of the headers.
     """
     second = int(now)
-    cached = entry.hit
+    cached = entry.response_memo
     if cached is None or cached[0] != second:
-        cached = entry.hit = (second, image_response(entry, HIT, now, client_max_age))
+        cached = entry.response_memo = (second, image_response(entry, HIT, now, client_max_age))
     response: Response = cached[1]
     return response
 
