@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from . import responses
@@ -31,10 +30,8 @@ log = logging.getLogger("fic_middleware")
 
 _METHOD_NOT_ALLOWED = responses.error_response(MethodNotAllowed("method not allowed"))
 _NOT_FOUND = responses.error_response(NotFound("not found"))
-_INTERNAL = responses.Response(responses.status_line(HTTPStatus.INTERNAL_SERVER_ERROR),
-                          [("Content-Type", "text/plain; charset=utf-8"),
-                           ("Content-Length", "15"), ("Cache-Control", "no-store"), responses.NOSNIFF],
-                          b"internal error\n")
+_INTERNAL = responses.error_response(RequestError("internal error"))  # status 500
+_ADMIN = "/_admin"
 
 
 class FastImageCache:
@@ -72,7 +69,8 @@ class FastImageCache:
         self._forward_query = self.config.forward_query
         self._limit_misses = self.config.miss_rate is not None
         self._stats = parts.stats
-        self._admin = Admin(self, self.config.admin_token) if self.config.admin_token else None
+        self._admin = (Admin(self.operations, self.config.admin_token)
+                       if self.config.admin_token else None)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -93,8 +91,11 @@ class FastImageCache:
     def _respond(self, environ: WSGIEnvironment, method: str, path: str) -> responses.Response:
         if not self._stats.running:
             self._stats.start()
+        # "/_admin" is not an image path ("/o/..." or "/r/..."): routed before them.
+        if self._admin is not None and path.startswith(_ADMIN) and path[7:8] in ("", "/"):
+            return self._admin.respond(environ, method, path[7:])
         if method != "GET" and method != "HEAD":
-            return self._not_an_image(environ, method, path, _METHOD_NOT_ALLOWED)
+            return self._error(_METHOD_NOT_ALLOWED)
         if len(path) <= 1:
             return self._error(_NOT_FOUND)
         try:
@@ -105,7 +106,7 @@ class FastImageCache:
             response = self.cache.respond(request, client)
         except RequestError as exc:
             log.debug("%s: %s", exc.status.value, exc)
-            return self._not_an_image(environ, method, path, responses.error_response(exc))
+            return self._error(responses.error_response(exc))
         except Exception:
             log.exception("unexpected error serving an image")
             return self._error(_INTERNAL)
@@ -120,16 +121,8 @@ class FastImageCache:
             return responses.ranged(response, range_header, environ.get("HTTP_IF_RANGE"))
         return response
 
-    def _not_an_image(self, environ: WSGIEnvironment, method: str, path: str,
-                      error: responses.Response) -> responses.Response:
-        """``{prefix}/_admin...`` goes to the admin (when enabled); the rest is ``error``.
-        Checked only once a path failed as an image, so hits never pay for it."""
-        if self._admin is not None and (path == "/_admin" or path.startswith("/_admin/")):
-            return self._admin.respond(environ, method, path[len("/_admin"):])
-        return self._error(error)
-
     def _error(self, response: responses.Response) -> responses.Response:
-        self._stats.error(int(response.status[:3]))
+        self._stats.error(response.code)
         return response
 
     @staticmethod
