@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import ConfigError
+from .extras import require
 from .imagetypes import DEFAULT_TYPES, KNOWN_TYPES, canonical_type
 from .urls import canonical_url, host_to_ascii
 
@@ -418,13 +419,6 @@ class Config:
             fields.append(f"{option.name}={value!r}")
         return f"Config({', '.join(fields)})"
 
-    def replace(self, **changes: Any) -> Config:
-        """A validated copy with some options changed."""
-        return Config.load(**{**self._raw(), **changes}, environ={})
-
-    def _raw(self) -> dict[str, Any]:
-        return {o.name: getattr(self, o.name) for o in OPTIONS if o.name != "config_file"}
-
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Config:
         """Merge defaults < config file < environment < keyword arguments, and validate."""
@@ -529,28 +523,16 @@ def _check(values: dict[str, Any]) -> None:
         if values[secret] == "":
             raise ConfigError(f"{secret}: must not be empty")
     if values["admin_token"]:
-        try:
-            import prometheus_client  # noqa: F401
-        except ImportError:
-            raise ConfigError("admin_token: the admin endpoints need prometheus_client "
-                              "(pip install 'fic-middleware[admin]')") from None
+        require("prometheus_client", "admin", "admin_token")
     if values["redis_url"]:
         if not values["redis_key"] and not values["encryption_key"]:
             raise ConfigError("redis_key: required with redis_url (or set encryption_key): "
                               "records from Redis are authenticated with it")
         if not values["redis_url"].startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("redis_url: expected redis://, rediss:// or unix://, got '***'")
-        try:
-            import redis  # noqa: F401
-        except ImportError:
-            raise ConfigError("redis_url: needs the redis package "
-                              "(pip install 'fic-middleware[redis]')") from None
+        require("redis", "redis", "redis_url")
     if values["encryption_key"]:
-        try:
-            import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
-        except ImportError:
-            raise ConfigError("encryption_key: needs the cryptography package "
-                              "(pip install 'fic-middleware[encryption]')") from None
+        require("cryptography.hazmat.primitives.ciphers.aead", "encryption", "encryption_key")
 
 
 def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:

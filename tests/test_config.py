@@ -157,15 +157,6 @@ def test_config_error_does_not_echo_header_values() -> None:
     assert "hunter2" not in str(info.value)
 
 
-def test_replace_makes_a_validated_copy() -> None:
-    config = load(allowed_networks=["127.0.0.1/32"], **MEM)
-    changed = config.replace(read_timeout="1s")
-    assert changed.read_timeout == 1 and config.read_timeout == 10
-    assert changed.allowed_networks == config.allowed_networks
-    with pytest.raises(ConfigError):
-        config.replace(read_timeout="never")
-
-
 def test_config_is_immutable() -> None:
     config = load(**MEM)
     with pytest.raises(AttributeError):
