@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""In-process micro-benchmark of the fic_middleware hit path (CONTRACT.md section 8).
+"""In-process micro-benchmark of the fic_middleware hit path (goals: docs/PERFORMANCE.md).
 
 Everything runs in one process, on the same 50 KB PNG-signature body, with the same calling
 convention for every variant: a fresh shallow copy of a prepared environ per call, a no-op

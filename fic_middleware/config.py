@@ -308,7 +308,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_redirects", _count, 3, "Redirects followed; one more is a 502."),
     Option("verify_tls", _bool, True, "Verify origin certificates (certifi or ca_bundle)."),
     Option("ca_bundle", _optional(_path), None, "CA bundle file instead of certifi's."),
-    # Loopback, private, link-local... are refused unless listed here (CONTRACT §4).
+    # Loopback, private, link-local... are refused unless listed here (docs/SECURITY.md).
     Option("allowed_networks", _networks, (), "CIDRs exempt from the address policy."),
     Option("default_ttl", _duration, 86400.0, "Freshness when the origin says nothing."),
     Option("min_ttl", _duration, 60.0, "Lower clamp of origin freshness."),

@@ -149,7 +149,7 @@ POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Policy, LRU, TTL, S3FIF
 
 class MemoryLedger:
     """Dicts and lazy-deletion heaps: O(log n) per operation, for the memory store and
-    for simulations (benchmarks/missratio.py)."""
+    for simulations (benchmarks/eviction.py)."""
 
     def __init__(self) -> None:
         self._meta: dict[bytes, Meta] = {}

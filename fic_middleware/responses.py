@@ -15,7 +15,7 @@ from .record import MUST_REVALIDATE, NO_CACHE, Entry
 Headers = list[tuple[str, str]]
 
 NOSNIFF = ("X-Content-Type-Options", "nosniff")
-# An SVG can carry script; opened directly it must not run any or load anything (CONTRACT §3).
+# An SVG can carry script; opened directly it must not run any or load anything (docs/RESPONSES.md).
 SVG_CSP = ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _NO_STORE = ("Cache-Control", "no-store")
