@@ -26,6 +26,8 @@ from .conftest import (
     whole,
 )
 
+pytestmark = pytest.mark.slow  # the reliability suite: scripts/test --fast skips it
+
 BODY = sized_png("fault", 48 << 10)
 HALF = len(BODY) // 2
 

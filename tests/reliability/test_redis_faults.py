@@ -18,6 +18,8 @@ from ..images import png
 from ..servers import RedisServer
 from .conftest import Answer, assert_sane, call
 
+pytestmark = pytest.mark.slow  # the reliability suite: scripts/test --fast skips it
+
 THREADS = 8
 
 

@@ -33,6 +33,8 @@ from .conftest import (
     whole,
 )
 
+pytestmark = pytest.mark.slow  # the reliability suite: scripts/test --fast skips it
+
 KIB = 1024
 
 
