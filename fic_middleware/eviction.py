@@ -193,6 +193,10 @@ class MemoryLedger:
             heapq.heappop(heap)
         return None
 
+    def heap_items(self) -> int:
+        """Items held by the order heaps, stale ones included: what compaction bounds."""
+        return sum(len(heap) for heap in self._heaps.values())
+
     def next_seq(self) -> int:
         self._seq += 1
         return self._seq

@@ -176,6 +176,14 @@ class Reader:
         self._memo: dict[bytes, tuple[int, Entry]] = {}
         self._bytes = 0
 
+    @property
+    def memo_bytes(self) -> int:
+        """Bytes of bodies held by the memo now (at most ``max_bytes``)."""
+        return self._bytes
+
+    def memo_entries(self) -> int:
+        return len(self._memo)
+
     def decode(self, key: bytes, buf: bytes | memoryview) -> Entry:
         # Fast path: the record this process decoded last time for this key.
         found = self._memo.get(key)
