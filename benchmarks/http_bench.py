@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""HTTP-level benchmark of fic_middleware under gunicorn, granian and uWSGI, with wrk.
+"""HTTP-level benchmark of fic_middleware under gunicorn, granian and uWSGI, with wrk
+(goals: docs/PERFORMANCE.md).
 
 Every variant serves the same ~50 KB PNG (deterministic noise, so it does not compress), each
 from its own server on its own 127.0.0.1 port:

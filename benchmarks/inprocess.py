@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""In-process micro-benchmark of the fic_middleware hit path (CONTRACT.md section 8).
+"""In-process micro-benchmark of the fic_middleware hit path (goals: docs/PERFORMANCE.md).
 
 Everything runs in one process, on the same 50 KB PNG-signature body, with the same calling
 convention for every variant: a fresh shallow copy of a prepared environ per call, a no-op
@@ -310,7 +310,7 @@ def breakdown(mw: FastImageCache, path: str, repeats: int, batch_ns: int) -> dic
 
     from xxhash import xxh3_64_intdigest
 
-    from fic_middleware import http
+    from fic_middleware import responses
     from fic_middleware.record import decode
 
     rel = path[len(mw.config.prefix):]
@@ -320,14 +320,14 @@ def breakdown(mw: FastImageCache, path: str, repeats: int, batch_ns: int) -> dic
     h = store._handle or store._open()
     with h.env.begin(db=h.records) as txn:
         record = txn.get(key)
-    entry = decode(record, key, mw.cache.reader.sealer)
+    entry = decode(record, key, mw.parts.tiers.reader.sealer)
     now = time.time()
     environ = base_environ(path)
     record_view = memoryview(record)
     body_view = record_view[len(record) - len(entry.body):]
     max_age = mw.config.client_max_age
-    reader = mw.cache.reader
-    hit = http.hit_response(entry, now, max_age)
+    reader = mw.parts.tiers.reader
+    hit = responses.hit_response(entry, now, max_age)
 
     def lmdb_get_view() -> None:  # what storage.get does around the decode
         txn = h.env.begin(db=h.records, buffers=True)
@@ -361,9 +361,9 @@ def breakdown(mw: FastImageCache, path: str, repeats: int, batch_ns: int) -> dic
         "decode(record, key) (memo miss)": lambda: decode(record_view, key, reader.sealer),
         "  bytes(view) copy of the 50 KB body": lambda: bytes(body_view),
         "  crc32 header+meta": lambda: zlib.crc32(body_view[:40]),
-        "http.hit_response (same second)": lambda: http.hit_response(entry, now, max_age),
-        "http.image_response (new second)": lambda: http.image_response(entry, http.HIT, now,
-                                                                         max_age),
+        "responses.hit_response (same second)": lambda: responses.hit_response(entry, now, max_age),
+        "responses.image_response (new second)": lambda: responses.image_response(
+            entry, responses.HIT, now, max_age),
         "list(response.headers) (start_response copy)": lambda: list(hit.headers),
         "time.time()": time.time,
         "cache.respond(request)": lambda: cache_respond(request),

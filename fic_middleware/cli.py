@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
@@ -21,7 +20,6 @@ from .config import OPTIONS, Config
 from .options import without_userinfo
 from .errors import ConfigError, RequestError
 from .middleware import FastImageCache
-from .record import CorruptRecord, UnknownRecord, decode
 from .signing import sign_url
 
 T = TypeVar("T")
@@ -88,102 +86,41 @@ def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def cmd_stats(args: argparse.Namespace, out: IO[str]) -> int:
-    mw = _middleware(args)
-    totals = mw.cache.stats.totals()
-    _print({"storage": mw.storage.stats(), "requests": totals["results"],
-            "errors": totals["errors"], "origin_fetches": totals["fetches"],
-            "corrupt_records": totals["corrupt"], "processes": totals["processes"]}, out)
+    _print(_middleware(args).operations.stats(), out)
     return OK
 
 
 def cmd_purge(args: argparse.Namespace, out: IO[str]) -> int:
-    mw = _middleware(args)
+    operations = _middleware(args).operations
     if args.all:
-        purged = mw.purge_all()
+        purged = operations.purge_all()
     elif args.url:
-        purged = mw.purge_url(args.url)
+        purged = operations.purge_url(args.url)
     else:
-        purged = mw.purge_path(args.path)
+        purged = operations.purge_path(args.path)
     _print({"purged": purged}, out)
     return OK
 
 
 def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
-    mw = _middleware(args)
-    sealer = mw.cache.sealer
-    counts = {"ok": 0, "corrupt": 0, "other_version": 0}
-    damaged = []
-    entries = mw.storage.stats()["entries"]
-    for key, record in _progress(mw.storage.scan(), entries, "verify"):
-        try:
-            decode(record, key, sealer)
-            counts["ok"] += 1
-        except UnknownRecord:
-            counts["other_version"] += 1
-        except CorruptRecord:
-            counts["corrupt"] += 1
-            damaged.append(key)
-    if args.fix:
-        for key in damaged:
-            mw.storage.delete(key)
-    _print({**counts, "deleted": len(damaged) if args.fix else 0}, out)
-    return PROBLEMS if damaged else OK
+    found = _middleware(args).operations.verify(args.fix, _progress)
+    _print(found, out)
+    return PROBLEMS if found["corrupt"] else OK
 
 
 def cmd_warm(args: argparse.Namespace, out: IO[str]) -> int:
     """GET each line of FILE (an absolute URL, or a path under the prefix) through the
     middleware in this process, so the cache holds it before the first client asks."""
-    from .urlbuilder import UrlBuilder
-
     mw = _middleware(args)
-    build = UrlBuilder(mw.config)
     with open(args.file, encoding="utf-8") as fh:
-        lines = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
-    statuses: dict[str, int] = {}
-    failed = []
-    for line in _progress(lines, len(lines), "warm"):
-        try:
-            path = line if line.startswith(mw.config.prefix + "/") else build(line)
-        except ValueError as exc:
-            failed.append({"line": line, "error": str(exc)})
-            continue
-        status = _get(mw, path)
-        statuses[status] = statuses.get(status, 0) + 1
-        if not status.startswith("2"):
-            failed.append({"line": line, "status": status})
-    _print({"statuses": statuses, "failed": failed}, out)
-    return PROBLEMS if failed else OK
-
-
-def _get(mw: FastImageCache, path: str) -> str:
-    """The status of a GET of ``path`` (percent-encoded, as a client sends it)."""
-    from werkzeug.test import create_environ, run_wsgi_app
-
-    path, _, query = path.partition("?")
-    body, status, _headers = run_wsgi_app(mw, create_environ(path, query_string=query))
-    for _ in body:
-        pass
-    return status[:3]
+        warmed = mw.operations.warm(fh, mw, _progress)
+    _print(warmed, out)
+    return PROBLEMS if warmed["failed"] else OK
 
 
 def cmd_gc(args: argparse.Namespace, out: IO[str]) -> int:
     """Remove entries that can no longer be served, even stale; report the rest."""
-    mw = _middleware(args)
-    now = time.time()
-    expired, damaged = [], []
-    for key, record in _progress(mw.storage.scan(), mw.storage.stats()["entries"], "gc"):
-        try:
-            entry = decode(record, key, mw.cache.sealer)
-        except CorruptRecord:  # another version included: unreadable by this release
-            damaged.append(key)
-            continue
-        if max(entry.stale_until, entry.error_until) < now:  # not even servable stale
-            expired.append(key)
-    for key in expired + damaged:
-        mw.storage.delete(key)
-    mw.cache.stats.totals()  # folds the counters of exited workers into one file
-    _print({"removed_expired": len(expired), "removed_unreadable": len(damaged),
-            "storage": mw.storage.stats()}, out)
+    _print(_middleware(args).operations.gc(_progress), out)
     return OK
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from . import options as o
 from .errors import ConfigError
+from .extras import require
 from .imagetypes import DEFAULT_TYPES
 from .options import GiB, MiB, Network, Option, option, without_userinfo
 from .sources import env_option, from_environ, from_ini, read_file
@@ -101,7 +101,8 @@ class Config:
         "redis://host:port/db of the shared tier (needs fic-middleware[redis]).", secret=True)
     # Anyone who can write to Redis must not be able to make every host serve their bytes.
     redis_key: str | None = option(o.optional(o.secret_str), None,
-        "HMAC key that authenticates records in the Redis tier (required with redis_url, " "unless encryption_key is set).", secret=True)
+        "HMAC key that authenticates records in the Redis tier (required with redis_url, "
+        "unless encryption_key is set).", secret=True)
     redis_key_file: str | None = option(o.optional(o.path), None, "File holding the redis_key.")
     # Remote mode ({prefix}/r/{sig}/{b64url}) is off until a key is configured.
     signing_key: str | None = option(o.optional(o.secret_str), None,
@@ -267,13 +268,6 @@ def _prepare(values: Mapping[str, Any]) -> None:
     for name, (module, extra) in _EXTRAS.items():
         if values[name]:
             require(module, extra, name)
-
-
-def require(module: str, extra: str, name: str) -> None:
-    """ConfigError naming option ``name`` unless ``module`` (of ``extra``) is installed."""
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"{name}: needs the {module} package "
-                          f"(pip install 'fic-middleware[{extra}]')")
 
 
 def file_options(items: Mapping[str, Any], environ: Mapping[str, str] | None = None

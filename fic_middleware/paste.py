@@ -16,8 +16,9 @@
 The section takes the options of the ``[fic]`` INI form (README, "Configuration"), as
 strings, checked as keyword options are: a wrong one is a :class:`~fic_middleware.ConfigError`
 naming it when the pipeline is loaded. The section is a configuration *file*, so a
-``FIC_<NAME>`` environment variable beats it (CONTRACT §6: keyword arguments > environment >
-file). ``[DEFAULT]`` (paste's ``global_conf``) is the whole file's, not ours, and is ignored.
+``FIC_<NAME>`` environment variable beats it (docs/CONFIGURATION.md: keyword arguments >
+environment > file). ``[DEFAULT]`` (paste's ``global_conf``) is the whole file's, not
+ours, and is ignored.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ class Entry:
 
     __slots__ = ("body", "content_type", "etag", "last_modified", "origin_etag",
                  "stored_at", "expires_at", "stale_until", "error_until", "cache_control",
-                 "flags", "negative", "hit")
+                 "flags", "negative", "response_memo")
 
     def __init__(self, body: bytes, content_type: str, etag: str, last_modified: str | None,
                  origin_etag: str | None, stored_at: float, expires_at: float,
@@ -81,8 +81,8 @@ class Entry:
         self.stale_until = expires_at if stale_until is None else stale_until
         self.error_until = expires_at if error_until is None else error_until
         self.cache_control = cache_control  # the origin's, for a 304 that omits it
-        # (second, response) of the last hit response built for this entry (http.hit_response).
-        self.hit: tuple[int, Any] | None = None
+        # (second, response) of the last hit response built for this entry (responses.hit_response).
+        self.response_memo: tuple[int, Any] | None = None
 
 
 def strong_etag(body: bytes) -> str:
@@ -177,6 +177,14 @@ class Reader:
         self.sealer = sealer
         self._memo: dict[bytes, tuple[int, Entry]] = {}
         self._bytes = 0
+
+    @property
+    def memo_bytes(self) -> int:
+        """Bytes of bodies held by the memo now (at most ``max_bytes``)."""
+        return self._bytes
+
+    def memo_entries(self) -> int:
+        return len(self._memo)
 
     def decode(self, key: bytes, buf: bytes | memoryview) -> Entry:
         # Fast path: the record this process decoded last time for this key.

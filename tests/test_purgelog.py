@@ -212,9 +212,9 @@ def test_purge_all_keeps_the_log(hosts: Any, origin: Origin) -> None:
     """Clearing the Redis tier must not clear the log: hosts read "all" in it, not a gap."""
     a, b = hosts("a"), hosts("b")
     status(b, "/_fic/o/t/img/keep.png")
-    assert b.cache.purges is not None
-    resyncs = b.cache.purges.resyncs  # its first start
+    assert b.parts.tiers.purges is not None
+    resyncs = b.parts.tiers.purges.resyncs  # its first start
     a.purge_url(f"{origin.base}/img/keep.png")
     a.purge_all()
-    assert eventually(lambda: b.cache.purges is not None and b.cache.purges.applied == 2)
-    assert b.cache.purges.resyncs == resyncs
+    assert eventually(lambda: b.parts.tiers.purges is not None and b.parts.tiers.purges.applied == 2)
+    assert b.parts.tiers.purges.resyncs == resyncs
