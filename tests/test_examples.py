@@ -105,13 +105,15 @@ def alive(pid: int) -> bool:
 
 
 class ImageSources(HTMLParser):
+    """The images of a page: ``src``, or ``data-src`` where the page's script loads them."""
+
     def __init__(self) -> None:
         super().__init__()
         self.srcs: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "img":
-            self.srcs.extend(v for k, v in attrs if k == "src" and v)
+            self.srcs.extend(v for k, v in attrs if k in ("src", "data-src") and v)
 
 
 def image_srcs(html: bytes) -> list[str]:
@@ -188,13 +190,17 @@ def test_example_under_gunicorn(spawn: Spawn, origin_url: str, tmp_path: Path,
 
 
 def test_scripts_demo(spawn: Spawn, tmp_path: Path) -> None:
-    port = free_port()
+    port, origin_port = free_port(), free_port()
     # XDG_RUNTIME_DIR: gunicorn's control socket goes there instead of the user's home.
-    env = clean_env(PORT=str(port), DEMO_CACHE_DIR=str(tmp_path / "cache"),
-                    XDG_RUNTIME_DIR=str(tmp_path))
-    demo, out, _ = spawn("demo", [str(ROOT / "scripts" / "demo")], env)
+    env = clean_env(PORT=str(port), ORIGIN_PORT=str(origin_port),
+                    DEMO_CACHE_DIR=str(tmp_path / "cache"), XDG_RUNTIME_DIR=str(tmp_path))
+    demo, out, err = spawn("demo", [str(ROOT / "scripts" / "demo")], env)
     # Generous: the first run on a machine may create .venv and pip install.
-    url = wait_for_line(out, rf"Open (http://127\.0\.0\.1:{port}/)", demo, 300).group(1)
+    url = wait_for_line(out, rf"\n(http://127\.0\.0\.1:{port}/)\n\Z", demo, 300).group(1)
+    printed = out.read_text()
+    assert err.read_text() == "" and "pip" not in printed and "gunicorn" not in printed
+    token = re.search(r"admin token: (\S+)", printed)
+    assert token and f"/_fic/_admin/" in printed
 
     status, _, page = get(url)
     assert status == 200
@@ -203,14 +209,64 @@ def test_scripts_demo(spawn: Spawn, tmp_path: Path) -> None:
     assert (status, headers["Cache-Status"]) == (200, "fic; fwd=miss; stored")
     assert body.startswith(b"\x89PNG")
     assert os.listdir(tmp_path / "cache"), "DEMO_CACHE_DIR holds the cache"
+    assert get(f"{url}_fic/_admin/stats", {"Authorization": f"Bearer {token[1]}"})[0] == 200
+    assert f'href="/_fic/_admin/"' in page.decode()
 
     children = descendants(demo.pid)
     servers = [pid for pid, cmd in children.items() if "gunicorn" in cmd]
     origins = [pid for pid, cmd in children.items() if "examples/origin.py" in cmd]
     assert len(servers) == 3 and len(origins) == 1, children  # master, 2 workers; origin
+    assert f"--port {origin_port}" in children[origins[0]]
 
     # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
     os.killpg(demo.pid, signal.SIGINT)
     assert demo.wait(timeout=30) == 130, (out.read_text())
     assert not [pid for pid in children if alive(pid)], "gunicorn and the origin are stopped"
     assert not group_alive(demo.pid)
+
+
+def test_scripts_demo_takes_the_admin_token_given(spawn: Spawn, tmp_path: Path) -> None:
+    port = free_port()
+    env = clean_env(PORT=str(port), ORIGIN_PORT=str(free_port()), FIC_ADMIN_TOKEN="given-token",
+                    DEMO_CACHE_DIR=str(tmp_path / "cache"), XDG_RUNTIME_DIR=str(tmp_path))
+    demo, out, _ = spawn("demo", [str(ROOT / "scripts" / "demo")], env)
+    wait_for_line(out, rf"\n(http://127\.0\.0\.1:{port}/)\n\Z", demo, 300)
+    assert "admin token: given-token\n" in out.read_text()
+    status, _, _ = get(f"http://127.0.0.1:{port}/_fic/_admin/stats",
+                       {"Authorization": "Bearer given-token"})
+    assert status == 200
+
+
+def test_demo_page_labels_each_image_from_its_own_response(spawn: Spawn, origin_url: str,
+                                                           tmp_path: Path) -> None:
+    """In a real browser: one GET per image and page load (no separate probe), the label is
+    that response's Cache-Status, and a reload reaches the server (a hit, not the browser's
+    own cache)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from .test_admin_deployed import chromium
+
+    access = tmp_path / "access.log"
+    env = clean_env(FIC_CACHE_DIR=str(tmp_path / "cache"), FIC_ORIGINS=f"demo={origin_url}",
+                    FIC_ALLOWED_NETWORKS="127.0.0.1/32")
+    master, _, err = spawn("gunicorn", [
+        sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", "127.0.0.1:0",
+        "--access-logfile", str(access), *NO_CONTROL_SOCKET, "examples.flask_app.app:app"], env)
+    base = wait_for_line(err, r"Listening at: (http://127\.0\.0\.1:\d+)", master, 30).group(1)
+
+    def image_requests() -> list[str]:
+        return re.findall(r'"([A-Z]+) /_fic/o/demo/', access.read_text())
+
+    browser = chromium()
+    try:
+        for expected in ("fic; fwd=miss; stored", "fic; hit"):
+            browser.get(f"{base}/")
+            WebDriverWait(browser, 15).until(lambda b: all(
+                label.text == expected for label in b.find_elements(By.CSS_SELECTOR, "figcaption code")))
+            WebDriverWait(browser, 15).until(lambda b: b.execute_script(
+                "return [...document.images].every(i => i.complete && i.naturalWidth === 160)"))
+        WebDriverWait(browser, 15).until(lambda b: len(image_requests()) >= 2 * len(IMAGE_NAMES))
+        assert image_requests() == ["GET"] * (2 * len(IMAGE_NAMES))
+    finally:
+        browser.quit()
