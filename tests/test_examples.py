@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -270,3 +271,53 @@ def test_demo_page_labels_each_image_from_its_own_response(spawn: Spawn, origin_
         assert image_requests() == ["GET"] * (2 * len(IMAGE_NAMES))
     finally:
         browser.quit()
+
+
+# podman as this machine runs it: vfs storage (no overlay mounts in a VM), runc (crun refuses
+# hybrid cgroups), limits no higher than the host's hard ones (no CAP_SYS_RESOURCE).
+PODMAN = ["podman", "--storage-driver", "vfs", *(["--runtime", "runc"] if shutil.which("runc")
+                                                  else [])]
+LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+# A proxy here re-signs TLS: the build trusts what the host trusts (only where it exists).
+HOST_TRUST = [arg for path in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf")
+              if os.path.exists(path) for arg in ("--volume", f"{path}:{path}:ro")]
+IMAGE = "localhost/fic-middleware-test"
+
+
+def podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PODMAN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman (and runc)")
+def test_dockerfile_serves_as_a_non_root_user_with_the_cache_on_a_volume(
+        origin_url: str, tmp_path: Path) -> None:
+    if podman("image", "exists", "debian:bookworm-slim").returncode != 0:
+        pytest.skip("no debian:bookworm-slim image, and no registry reachable to pull it")
+    build = podman("build", "--network", "host", *LIMITS, *HOST_TRUST, "-f",
+                   str(ROOT / "examples" / "Dockerfile"), "-t", IMAGE, str(ROOT), timeout=1200)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    port, name = free_port(), f"fic-test-{os.getpid()}"
+    run = podman("run", "-d", "--name", name, "--network", "host", *LIMITS,
+                 "-e", f"FIC_ORIGINS=demo={origin_url}", "-e", "FIC_ALLOWED_NETWORKS=127.0.0.1/32",
+                 "-e", f"GUNICORN_CMD_ARGS=--bind 127.0.0.1:{port} --workers 2",
+                 "-v", f"{name}:/var/cache/fic", IMAGE)
+    try:
+        assert run.returncode == 0, run.stderr
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, podman("logs", name).stderr
+                time.sleep(0.2)
+        for cache_status in ("fic; fwd=miss; stored", "fic; hit"):
+            status, headers, body = get(f"http://127.0.0.1:{port}/_fic/o/demo/dusk.png")
+            assert (status, headers["Cache-Status"]) == (200, cache_status)
+            assert body.startswith(b"\x89PNG")
+        assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
+        mountpoint = podman("volume", "inspect", "--format", "{{.Mountpoint}}", name).stdout
+        assert (Path(mountpoint.strip()) / "data.mdb").is_file(), "the cache is on the volume"
+    finally:
+        podman("rm", "-f", name)
+        podman("volume", "rm", "-f", name)
