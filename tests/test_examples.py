@@ -293,8 +293,14 @@ def test_dockerfile_serves_as_a_non_root_user_with_the_cache_on_a_volume(
         origin_url: str, tmp_path: Path) -> None:
     if podman("image", "exists", "debian:bookworm-slim").returncode != 0:
         pytest.skip("no debian:bookworm-slim image, and no registry reachable to pull it")
+    # The context holds what the Dockerfile copies, not .venv (sending it takes minutes).
+    context = tmp_path / "context"
+    shutil.copytree(ROOT / "fic_middleware", context / "fic_middleware",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, context / name)
     build = podman("build", "--network", "host", *LIMITS, *HOST_TRUST, "-f",
-                   str(ROOT / "examples" / "Dockerfile"), "-t", IMAGE, str(ROOT), timeout=1200)
+                   str(ROOT / "examples" / "Dockerfile"), "-t", IMAGE, str(context), timeout=1200)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     port, name = free_port(), f"fic-test-{os.getpid()}"
     run = podman("run", "-d", "--name", name, "--network", "host", *LIMITS,
