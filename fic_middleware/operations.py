@@ -157,21 +157,23 @@ class Operations:
             try:
                 path = line if line.startswith(self.config.prefix + "/") else build(line)
             except ValueError as exc:
-                failed.append({"line": line, "error": str(exc)})
+                # UrlBuilder speaks as the templates' fic_url(); here the line is the subject.
+                failed.append({"line": line, "error": str(exc).removeprefix("fic_url: ")})
                 continue
-            status = _get(app, path)
+            status, reason = _get(app, path)
             statuses[status] = statuses.get(status, 0) + 1
             if not status.startswith("2"):
-                failed.append({"line": line, "status": status})
+                failed.append({"line": line, "error": f"{status} {reason}"})
         return {"statuses": statuses, "failed": failed}
 
 
-def _get(app: WSGIApplication, path: str) -> str:
-    """The status of a GET of ``path`` (percent-encoded, as a client sends it)."""
+def _get(app: WSGIApplication, path: str) -> tuple[str, str]:
+    """The status of a GET of ``path`` (percent-encoded, as a client sends it), and for an
+    error the reason the middleware gave in its plain-text body."""
     from werkzeug.test import create_environ, run_wsgi_app
 
     path, _, query = path.partition("?")
     body, status, _headers = run_wsgi_app(app, create_environ(path, query_string=query))
-    for _ in body:
-        pass
-    return status[:3]
+    data = b"".join(body)
+    reason = data.decode("utf-8", "replace").strip()[:200] if not status.startswith("2") else ""
+    return status[:3], reason or status[4:]

@@ -334,3 +334,26 @@ def option(parse: Parser, default: Any, doc: str, *, secret: bool = False) -> An
 def without_userinfo(text: str) -> str:
     """``text`` with the userinfo of any URL in it replaced by ``***``."""
     return _USERINFO.sub("//***@", text)
+
+
+def shown_default(opt: Option) -> str:
+    """An option's default as one would write it (``1GiB``, ``1d``, ``true``), or ''."""
+    value = opt.default
+    kind = opt.kind.rstrip("?")
+    if value is None or value == () or value == {}:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if kind == "size":
+        for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+            if value % size == 0:
+                return f"{value // size}{unit}"
+        return str(value)
+    if kind == "duration":
+        for unit, seconds in (("d", 86400), ("h", 3600), ("m", 60)):
+            if value >= seconds and value % seconds == 0:
+                return f"{int(value // seconds)}{unit}"
+        return f"{value:g}s"
+    if isinstance(value, (frozenset, tuple)):
+        return ",".join(sorted(value))
+    return str(value)
