@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import responses
 from .admin import Admin
@@ -134,12 +134,6 @@ class FastImageCache:
     def _error(self, response: responses.Response) -> responses.Response:
         self._stats.error(response.code)
         return response
-
-    @staticmethod
-    def init_app(app: Any, **options: Any) -> FastImageCache:
-        """Flask: wrap ``app.wsgi_app`` and add ``fic_url`` (:func:`fic_middleware.flask_ext.init_app`)."""
-        from .flask_ext import init_app  # Flask stays optional: imported only when used
-        return init_app(app, **options)
 
     def _client(self, environ: WSGIEnvironment) -> str:
         return client_address(environ.get("REMOTE_ADDR", ""),
