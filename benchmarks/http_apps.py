@@ -9,6 +9,8 @@ is a namespace package there). Everything comes from environment variables that
 - ``BENCH_STATIC``      directory whitenoise serves (holds ``bench.png``);
 - ``BENCH_STATIC_PREFIX`` URL prefix whitenoise serves it under;
 - ``FIC_*``             the middleware's configuration (``fic`` only).
+- ``BENCH_APP``         the app this server serves: ``fic`` and ``whitenoise`` are built at
+                        import then (uWSGI finds an app in the module dict only).
 
 Apps:
 
@@ -116,3 +118,9 @@ def __getattr__(name: str) -> Any:
         globals()[name] = app
         return app
     raise AttributeError(name)
+
+
+# uWSGI looks its callable up in the module's dict, without __getattr__: the server's app,
+# named by BENCH_APP, is built at import instead.
+if os.environ.get("BENCH_APP") in ("whitenoise", "fic"):
+    __getattr__(os.environ["BENCH_APP"])

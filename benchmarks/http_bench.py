@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""HTTP-level benchmark of fic_middleware under gunicorn, with wrk (CONTRACT.md section 8).
+"""HTTP-level benchmark of fic_middleware under gunicorn, granian and uWSGI, with wrk
+(goals: docs/PERFORMANCE.md).
 
 Every variant serves the same ~50 KB PNG (deterministic noise, so it does not compress), each
 from its own server on its own 127.0.0.1 port:
@@ -15,17 +16,21 @@ from its own server on its own 127.0.0.1 port:
 - ``nginx``       nginx ``proxy_cache`` in front of the same local origin (hits): the native
                   reference.
 
-The gunicorn variants run twice: ``sync`` (2 workers) and ``gthread`` (2 workers x 4 threads).
-The local origin is gunicorn (gthread) answering any path with the PNG.
+The WSGI variants run under each server (``--servers``), every one with 2 worker processes:
+``sync`` (gunicorn sync), ``gthread`` (gunicorn gthread, 4 threads each), ``granian``
+(``granian --interface wsgi``) and ``uwsgi`` (uWSGI from the pyuwsgi wheel, master + processes,
+``--http11-socket``: keep-alive, as wrk and granian use). The local origin is gunicorn (gthread)
+answering any path with the PNG.
 
 wrk runs with fixed threads/connections/duration; the variants are measured in rounds, in a
 fresh shuffled order each round, and the figure of a variant is the median over the rounds of
-req/s (and of wrk's p50/p99 latency). Ratios are to the bare app of the same worker class.
+req/s (and of wrk's p50/p99 latency). Ratios are to the bare app under the same server.
 Each run also reads the CPU time (user + system, /proc) of the server's processes before and
 after: ``CPU us/req`` is the server's own cost per request, which varies less than req/s on a
 shared machine (req/s also depends on how much CPU the neighbours leave).
 
-Run from the repository root: ``benchmarks/run http [--quick] [-d 2] [-c 32] [-t 2]``.
+Run from the repository root: ``benchmarks/run http [--quick] [-d 2] [-c 32] [-t 2]
+[--servers sync,gthread,granian,uwsgi]``.
 Installs wrk and nginx with apt-get if they are missing (nginx is never started as the
 system service: it runs with its own prefix and config on a free loopback port). Everything
 it starts is stopped on exit, on Ctrl-C and on errors.
@@ -71,7 +76,14 @@ MISS_PREFIX = "/_fic/o/o/miss/"       # + a unique name per request (fic_miss)
 ORIGIN_BASE = "/img"                  # the origin's base path: FIC_ORIGINS="o=http://.../img"
 LMDB_KEY = "bench.png"
 
-TARGETS = {"fic_hit_over_bare_sync": 0.95, "fic_hit_over_whitenoise_sync": 1.0}
+# fic hit / bare under every server; fic hit / whitenoise under gunicorn sync.
+TARGETS = {"fic_hit_over_bare": 0.95, "fic_hit_over_whitenoise_sync": 1.0}
+SERVERS = {
+    "sync": "gunicorn sync",
+    "gthread": "gunicorn gthread",
+    "granian": "granian (WSGI)",
+    "uwsgi": "uWSGI (pyuwsgi)",
+}
 
 MISS_LUA = r"""
 -- Every request a new path: <prefix><run>-<thread>-<n>.png (run: an argument after --).
@@ -191,7 +203,7 @@ def http_get(url: str, timeout: float = 10) -> tuple[int, dict[str, str], bytes]
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], name: str, procs: Processes,
-               timeout: float = 30) -> None:
+               timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -261,6 +273,13 @@ def ensure_binary(name: str, package: str) -> str:
         if path is None:
             raise RuntimeError(f"{package} installed but no {name} binary found")
     return path
+
+
+def dist_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def loadavg() -> str:
@@ -384,13 +403,17 @@ def run_wrk(wrk: str, url: str, args: argparse.Namespace, duration: float,
 class Variant:
     key: str             # e.g. fic_hit/sync
     kind: str            # bare, raw_lmdb, whitenoise, fic_hit, fic_miss, nginx
-    worker: str          # sync, gthread, nginx
+    server: str          # a key of SERVERS, or nginx
     label: str
     url: str = ""
     script: str | None = None
     samples: list[Sample] = field(default_factory=list)
     skipped: str = ""
     pgid: int = 0        # the server's process group (master and workers)
+
+    @property
+    def server_label(self) -> str:
+        return SERVERS.get(self.server, self.server)
 
     def median(self, attr: str) -> float:
         return float(statistics.median(float(getattr(s, attr)) for s in self.samples))
@@ -407,6 +430,12 @@ KINDS = {
 }
 
 
+def venv_script(name: str) -> str:
+    """A console script of this interpreter's environment (granian, uwsgi), else from PATH."""
+    path = os.path.join(os.path.dirname(PYTHON), name)
+    return path if os.access(path, os.X_OK) else (shutil.which(name) or name)
+
+
 def gunicorn_argv(app: str, port: int, worker: str, args: argparse.Namespace) -> list[str]:
     argv = [PYTHON, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
             "--workers", str(args.workers), "--log-level", "warning",
@@ -416,6 +445,27 @@ def gunicorn_argv(app: str, port: int, worker: str, args: argparse.Namespace) ->
     else:
         argv += ["--worker-class", "sync"]
     return [*argv, app]
+
+
+def server_argv(app: str, port: int, server: str, args: argparse.Namespace) -> list[str]:
+    """The command line of ``server`` serving ``app`` (module:name) on 127.0.0.1:port."""
+    if server == "granian":
+        # Defaults otherwise (1 blocking thread per worker for WSGI); no access log.
+        return [venv_script("granian"), "--interface", "wsgi", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", str(args.workers), "--no-ws",
+                "--log-level", "warning", app]
+    if server == "uwsgi":
+        # As examples/uwsgi.ini (master + processes, the app imported once in the master
+        # before the fork, Python told of the fork), but --http11-socket: keep-alive, as wrk
+        # and granian use (every app here sends Content-Length, which it needs).
+        return [venv_script("uwsgi"), "--http11-socket", f"127.0.0.1:{port}", "--master",
+                "--processes", str(args.workers), "--module", app, "--enable-threads",
+                "--py-call-osafterfork", "--need-app", "--die-on-term", "--disable-logging",
+                "--strict",
+                # Without it, a wsgi.file_wrapper answer (whitenoise) waits on delayed ACKs
+                # over a kept-alive connection: ~40 ms each.
+                "--tcp-nodelay"]
+    return gunicorn_argv(app, port, server, args)
 
 
 NGINX_CONF = """\
@@ -488,7 +538,8 @@ def check_image(name: str, url: str, body: bytes, expect_cache: tuple[str, str] 
                            f"(expected the {len(body)}-byte PNG); headers {headers}")
     if expect_cache:
         header, want = expect_cache
-        value = headers.get(header, "")
+        # granian sends header names in lower case
+        value = next((v for k, v in headers.items() if k.lower() == header.lower()), "")
         if want not in value:
             raise RuntimeError(f"{name}: {url}: {header} is {value!r}, expected {want!r}")
         return value
@@ -530,23 +581,24 @@ def setup_servers(procs: Processes, tmp: str, body: bytes, args: argparse.Namesp
     lua = os.path.join(tmp, "miss.lua")
     with open(lua, "w") as f:
         f.write(MISS_LUA)
-    for worker in args.worker_classes:
+    for server in args.servers:
         for kind in args.variants:
             if kind == "nginx":
                 continue
-            name = f"{kind}-{worker}"
+            name = f"{kind}-{server}"
             port = free_port()
             env = dict(base_env)
             app = {"fic_hit": "fic", "fic_miss": "fic"}.get(kind, kind)
+            env["BENCH_APP"] = app
             if app == "fic":
                 env.update({"FIC_CACHE_DIR": os.path.join(tmp, f"cache-{name}"),
                             "FIC_ORIGINS": f"o={origin_url}",
                             "FIC_ALLOWED_NETWORKS": "127.0.0.1/32"})
                 if kind == "fic_miss":  # steady state: evicting as it stores
                     env["FIC_MAX_BYTES"] = args.miss_max_bytes
-            proc = procs.start(name, gunicorn_argv(f"benchmarks.http_apps:{app}", port, worker,
-                                                   args), env=env)
-            v = Variant(f"{kind}/{worker}", kind, worker, KINDS[kind],
+            proc = procs.start(name, server_argv(f"benchmarks.http_apps:{app}", port, server,
+                                                 args), env=env)
+            v = Variant(f"{kind}/{server}", kind, server, KINDS[kind],
                         url=f"http://127.0.0.1:{port}{PATH}",
                         script=lua if kind == "fic_miss" else None, pgid=proc.pid)
             variants.append(v)
@@ -622,38 +674,67 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
+def table(head: Sequence[str], rows: list[tuple[str, ...]], align: str) -> tuple[str, list[str]]:
+    """(aligned text, Markdown lines) of one table; align: one of < or > per column."""
+    widths = [max(len(r[i]) for r in [tuple(head), *rows]) for i in range(len(head))]
+    text = "\n".join("  ".join(f"{c:{a}{w}}" for c, a, w in zip(r, align, widths)).rstrip()
+                     for r in [tuple(head), *rows])
+    md = ["| " + " | ".join(head) + " |",
+          "|" + "|".join("---" if a == "<" else "---:" for a in align) + "|"]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    return text, md
+
+
 def report(variants: list[Variant], args: argparse.Namespace, body_len: int,
            facts: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    """(text table, markdown table, JSON-able results)."""
-    bare = {v.worker: v for v in variants if v.kind == "bare" and v.samples}
+    """(text tables, Markdown tables, JSON-able results)."""
+    bare = {v.server: v for v in variants if v.kind == "bare" and v.samples}
     rows: list[tuple[str, ...]] = []
     results: dict[str, Any] = {}
     for v in variants:
         if v.skipped or not v.samples:
-            rows.append((v.label, v.worker, "-", "-", "-", "-", "-", "-", "-",
+            rows.append((v.label, v.server_label, "-", "-", "-", "-", "-", "-", "-",
                          v.skipped or "no samples"))
             continue
         rps, cpu = v.median("rps"), v.median("cpu_us")
-        ref = bare.get(v.worker) or bare.get("sync")
+        ref = bare.get(v.server) or bare.get("sync")
         rel = f"{rps / ref.median('rps'):.2f}x" if ref else "-"
         cpu_rel = f"{cpu / ref.median('cpu_us'):.2f}x" if ref else "-"
         errors = sum(s.errors for s in v.samples)
         per_round = " ".join(f"{s.rps:.0f}" for s in v.samples)
-        rows.append((v.label, v.worker, f"{rps:,.0f}", rel, f"{v.median('p50_ms'):.2f}",
+        rows.append((v.label, v.server_label, f"{rps:,.0f}", rel, f"{v.median('p50_ms'):.2f}",
                      f"{v.median('p99_ms'):.2f}", f"{cpu:.0f}", cpu_rel, str(errors), per_round))
-        results[v.key] = {"kind": v.kind, "worker": v.worker, "label": v.label,
+        results[v.key] = {"kind": v.kind, "server": v.server, "label": v.label,
                           "rps_median": rps, "p50_ms_median": v.median("p50_ms"),
                           "p99_ms_median": v.median("p99_ms"), "cpu_us_median": cpu,
                           "errors": errors, "samples": [vars(s) for s in v.samples]}
     head = ("variant", "server", "req/s", "vs bare", "p50 ms", "p99 ms", "CPU us/req",
             "CPU vs bare", "errors", "req/s per round")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    align = ["<", "<", ">", ">", ">", ">", ">", ">", ">", "<"]
-    text = "\n".join("  ".join(f"{c:{a}{w}}" for c, a, w in zip(r, align, widths)).rstrip()
-                     for r in [head, *rows])
-    md = ["| " + " | ".join(head) + " |",
-          "|" + "|".join("---" if a == "<" else "---:" for a in align) + "|"]
-    md += ["| " + " | ".join(r) + " |" for r in rows]
+    text, md = table(head, rows, "<<>>>>>>><")
+
+    # One line per server: req/s of each variant and the ratios of a hit.
+    by_key = {v.key: v for v in variants if v.samples}
+    t_bare = TARGETS["fic_hit_over_bare"]
+    srows: list[tuple[str, ...]] = []
+    for server in args.servers:
+        cells = [f"{by_key[f'{k}/{server}'].median('rps'):,.0f}" if f"{k}/{server}" in by_key
+                 else "-" for k in ("bare", "bare_headers", "raw_lmdb", "whitenoise", "fic_hit",
+                                    "fic_miss")]
+        hb = ratio(variants, f"fic_hit/{server}", f"bare/{server}")
+        hp = paired_ratio(variants, f"fic_hit/{server}", f"bare/{server}")
+        hc = ratio(variants, f"fic_hit/{server}", f"bare/{server}", "cpu_us")
+        hh = ratio(variants, f"fic_hit/{server}", f"bare_headers/{server}")
+        srows.append((SERVERS[server], *cells, *(f"{x:.2f}" if x is not None else "-"
+                                                 for x in (hb, hp, hh, hc)),
+                      verdict(hb >= t_bare) if hb is not None else "-"))
+    shead = ("server", "bare", "bare + hdrs", "raw lmdb", "whitenoise", "fic hit", "fic miss",
+             "hit / bare", "paired", "hit / bare + hdrs", "CPU hit / bare", f">= {t_bare}")
+    stext, smd = table(shead, srows, "<>>>>>>>>>><")
+    text = ("req/s per server (medians) and fic hit / bare (req/s; paired: median of the "
+            "per-round ratios; CPU: server CPU per request)\n" + stext + "\n\n" + text)
+    md = ["Per server: median req/s of each variant, then the hit's ratios (`paired`: the median",
+          "of the per-round ratios; `CPU`: server CPU time per request, lower is better).", "",
+          *smd, "", "Every variant:", "", *md]
 
     ratios: dict[str, float | None] = {}
     lines = []
@@ -661,45 +742,44 @@ def report(variants: list[Variant], args: argparse.Namespace, body_len: int,
     def line(name: str, value: float | None, text: str, suffix: str = "") -> None:
         ratios[name] = value
         if value is not None:
-            lines.append(f"{text:<46} {value:6.3f}x{suffix}")
+            lines.append(f"{text:<58} {value:6.3f}x{suffix}")
 
-    for worker in args.worker_classes:
-        w = f"({worker})"
-        hb = ratio(variants, f"fic_hit/{worker}", f"bare/{worker}")
-        hw = ratio(variants, f"fic_hit/{worker}", f"whitenoise/{worker}")
-        t_bare = TARGETS["fic_hit_over_bare_sync"]
-        line(f"fic_hit_over_bare_{worker}", hb, f"fic hit / bare, req/s {w}",
-             f"   target >= {t_bare}: {verdict(hb >= t_bare)}"
-             if worker == "sync" and hb is not None else "")
-        line(f"fic_hit_over_bare_paired_{worker}",
-             paired_ratio(variants, f"fic_hit/{worker}", f"bare/{worker}"),
+    for server in args.servers:
+        w = f"({SERVERS[server]})"
+        hb = ratio(variants, f"fic_hit/{server}", f"bare/{server}")
+        hw = ratio(variants, f"fic_hit/{server}", f"whitenoise/{server}")
+        line(f"fic_hit_over_bare_{server}", hb, f"fic hit / bare, req/s {w}",
+             f"   target >= {t_bare}: {verdict(hb >= t_bare)}" if hb is not None else "")
+        line(f"fic_hit_over_bare_paired_{server}",
+             paired_ratio(variants, f"fic_hit/{server}", f"bare/{server}"),
              f"  same, median of per-round ratios {w}")
-        line(f"fic_hit_over_bare_cpu_{worker}",
-             ratio(variants, f"fic_hit/{worker}", f"bare/{worker}", "cpu_us"),
+        line(f"fic_hit_over_bare_cpu_{server}",
+             ratio(variants, f"fic_hit/{server}", f"bare/{server}", "cpu_us"),
              f"  server CPU per request, hit / bare {w}")
-        line(f"bare_headers_over_bare_{worker}",
-             ratio(variants, f"bare_headers/{worker}", f"bare/{worker}"),
+        line(f"bare_headers_over_bare_{server}",
+             ratio(variants, f"bare_headers/{server}", f"bare/{server}"),
              f"bare + 8 headers / bare, req/s {w}")
-        line(f"fic_hit_over_bare_headers_{worker}",
-             ratio(variants, f"fic_hit/{worker}", f"bare_headers/{worker}"),
+        line(f"fic_hit_over_bare_headers_{server}",
+             ratio(variants, f"fic_hit/{server}", f"bare_headers/{server}"),
              f"fic hit / bare + 8 headers, req/s {w}")
-        line(f"fic_hit_over_raw_lmdb_{worker}",
-             ratio(variants, f"fic_hit/{worker}", f"raw_lmdb/{worker}"),
+        line(f"fic_hit_over_raw_lmdb_{server}",
+             ratio(variants, f"fic_hit/{server}", f"raw_lmdb/{server}"),
              f"fic hit / raw lmdb, req/s {w}")
-        line(f"fic_hit_over_whitenoise_{worker}", hw, f"fic hit / whitenoise, req/s {w}",
-             f"   target > 1: {verdict(hw > 1)}" if worker == "sync" and hw is not None else "")
-        line(f"fic_miss_over_fic_hit_{worker}",
-             ratio(variants, f"fic_miss/{worker}", f"fic_hit/{worker}"),
+        line(f"fic_hit_over_whitenoise_{server}", hw, f"fic hit / whitenoise, req/s {w}",
+             f"   target > 1: {verdict(hw > 1)}" if server == "sync" and hw is not None else "")
+        line(f"fic_miss_over_fic_hit_{server}",
+             ratio(variants, f"fic_miss/{server}", f"fic_hit/{server}"),
              f"fic miss / fic hit, req/s {w}")
     line("nginx_over_fic_hit_sync", ratio(variants, "nginx", "fic_hit/sync"),
-         "nginx / fic hit, req/s (sync)")
+         "nginx / fic hit, req/s (gunicorn sync)")
     text += "\n\n" + "\n".join(lines)
     md.append("")
     md += ["```", *lines, "```"]
     data = {"benchmark": "http", **facts, "body_bytes": body_len,
             "wrk_args": {"threads": args.threads, "connections": args.connections,
-                    "duration_s": args.duration, "warmup_s": args.warmup},
+                         "duration_s": args.duration, "warmup_s": args.warmup},
             "rounds": args.rounds, "workers": args.workers, "gthreads": args.gthreads,
+            "servers": {s: SERVERS[s] for s in args.servers},
             "figure": "median over rounds of wrk's Requests/sec and latency percentiles; "
                       "CPU us/req: user+system time of the server's processes / requests",
             "results": results, "ratios": ratios, "targets": TARGETS}
@@ -717,10 +797,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1,
                         help="seconds of unmeasured wrk per variant before the rounds (1)")
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between runs (0.3)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes of every server (2)")
     parser.add_argument("--gthreads", type=int, default=4, help="threads per gthread worker (4)")
-    parser.add_argument("--worker-classes", default="sync,gthread",
-                        help="comma-separated: sync,gthread")
+    parser.add_argument("--servers", "--worker-classes", dest="servers",
+                        default=",".join(SERVERS),
+                        help=f"comma-separated subset of {','.join(SERVERS)}")
     parser.add_argument("--variants", default=",".join(KINDS),
                         help=f"comma-separated subset of {','.join(KINDS)}")
     parser.add_argument("--miss-max-bytes", default="256MiB",
@@ -737,17 +819,17 @@ def main(argv: list[str] | None = None) -> int:
     args.rounds = args.rounds or (3 if args.quick else 7)
     if args.duration < 1 or args.warmup < 0 or args.rounds < 1:
         parser.error("wrk takes whole seconds: -d >= 1, --warmup >= 0, --rounds >= 1")
-    args.worker_classes = [w for w in args.worker_classes.split(",") if w]
+    args.servers = [w for w in args.servers.split(",") if w]
     args.variants = [k for k in args.variants.split(",") if k]
-    for w in args.worker_classes:
-        if w not in ("sync", "gthread"):
-            parser.error(f"unknown worker class {w!r}")
+    for w in args.servers:
+        if w not in SERVERS:
+            parser.error(f"unknown server {w!r}")
     for k in args.variants:
         if k not in KINDS:
             parser.error(f"unknown variant {k!r}")
     if "bare" not in args.variants:
         args.variants.insert(0, "bare")  # the reference of every ratio
-    n_runs = (len(args.worker_classes) * len([k for k in args.variants if k != "nginx"])
+    n_runs = (len(args.servers) * len([k for k in args.variants if k != "nginx"])
               + ("nginx" in args.variants))
     planned = n_runs * (args.rounds * (args.duration + args.pause + 0.2) + args.warmup + 0.5)
     max_time = args.max_time or 3 * planned + 300
@@ -774,6 +856,8 @@ def main(argv: list[str] | None = None) -> int:
             "lmdb": ".".join(map(str, lmdb.version())),
             "py-lmdb": importlib.metadata.version("lmdb"),
             "gunicorn": importlib.metadata.version("gunicorn"),
+            "granian": dist_version("granian"),
+            "pyuwsgi": dist_version("pyuwsgi"),
             "whitenoise": importlib.metadata.version("whitenoise"),
             "wrk": tool_version([wrk, "-v"], r"wrk (\S+)"),
             "nginx": tool_version([nginx, "-v"], r"nginx/(\S+)") if nginx else None,
@@ -783,8 +867,9 @@ def main(argv: list[str] | None = None) -> int:
         body = make_png()
         print(f"fic_middleware HTTP benchmark: {len(body):,}-byte PNG, wrk -t{args.threads} "
               f"-c{args.connections} -d{args.duration:g}s, {args.rounds} interleaved rounds "
-              f"(median), gunicorn {facts['gunicorn']} {args.workers} workers "
-              f"(gthread: x{args.gthreads} threads), {os.cpu_count()} CPUs; "
+              f"(median), {args.workers} workers per server "
+              f"({', '.join(SERVERS[x] for x in args.servers)}; gthread: x{args.gthreads} "
+              f"threads), {os.cpu_count()} CPUs; "
               f"about {planned:.0f}s", flush=True)
         t0 = time.monotonic()
         variants = setup_servers(procs, tmp, body, args, nginx)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""In-process micro-benchmark of the fic_middleware hit path (CONTRACT.md section 8).
+"""In-process micro-benchmark of the fic_middleware hit path (goals: docs/PERFORMANCE.md).
 
 Everything runs in one process, on the same 50 KB PNG-signature body, with the same calling
 convention for every variant: a fresh shallow copy of a prepared environ per call, a no-op
@@ -310,7 +310,7 @@ def breakdown(mw: FastImageCache, path: str, repeats: int, batch_ns: int) -> dic
 
     from xxhash import xxh3_64_intdigest
 
-    from fic_middleware import http
+    from fic_middleware import responses
     from fic_middleware.record import decode
 
     rel = path[len(mw.config.prefix):]
@@ -320,34 +320,51 @@ def breakdown(mw: FastImageCache, path: str, repeats: int, batch_ns: int) -> dic
     h = store._handle or store._open()
     with h.env.begin(db=h.records) as txn:
         record = txn.get(key)
-    entry = decode(record)
+    entry = decode(record, key, mw.parts.tiers.reader.sealer)
     now = time.time()
     environ = base_environ(path)
-    body_view = memoryview(record)[len(record) - len(entry.body):]
+    record_view = memoryview(record)
+    body_view = record_view[len(record) - len(entry.body):]
     max_age = mw.config.client_max_age
+    reader = mw.parts.tiers.reader
+    hit = responses.hit_response(entry, now, max_age)
 
-    def lmdb_get_view() -> None:  # what storage.get does around decode
-        with h.env.begin(db=h.records, buffers=True) as txn:
+    def lmdb_get_view() -> None:  # what storage.get does around the decode
+        txn = h.env.begin(db=h.records, buffers=True)
+        try:
             txn.get(key)
+        finally:
+            txn.abort()
 
     def lmdb_get_copy() -> None:
         with h.env.begin(db=h.records) as txn:
             txn.get(key)
 
+    def environ_gets() -> None:  # what _respond reads from the environ on a plain GET
+        environ.get("PATH_INFO", "")
+        environ["REQUEST_METHOD"]
+        environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        environ.get("HTTP_IF_NONE_MATCH")
+        environ.get("HTTP_IF_MODIFIED_SINCE")
+        environ.get("HTTP_RANGE")
+
     respond = mw._respond
     cache_respond = mw.cache.respond
     pieces = {
         "route (memo hit)": lambda: mw.router.route(rel, "", path),
-        "lmdb begin+get, buffers (no decode)": lmdb_get_view,
-        "lmdb begin+get, copy to bytes": lmdb_get_copy,
-        "storage.get(key, decode)": lambda: store.get(key, lambda _key, buf: decode(buf)),
-        "storage.get(key, reader.decode) (memoised)": lambda: store.get(key, mw.cache.reader.decode),
-        "decode(record) total": lambda: decode(record),
-        "  xxh3_64 of the 50 KB body": lambda: xxh3_64_intdigest(body_view),
+        "environ reads of a GET (6 gets)": environ_gets,
+        "lmdb begin+get+abort, buffers (no decode)": lmdb_get_view,
+        "lmdb begin+get, copy to bytes (raw app)": lmdb_get_copy,
+        "storage.get(key, reader.decode) (memo hit)": lambda: store.get(key, reader.decode),
+        "  reader.decode(key, view) (memo hit)": lambda: reader.decode(key, record_view),
+        "    xxh3_64 of the whole record": lambda: xxh3_64_intdigest(record_view),
+        "decode(record, key) (memo miss)": lambda: decode(record_view, key, reader.sealer),
         "  bytes(view) copy of the 50 KB body": lambda: bytes(body_view),
         "  crc32 header+meta": lambda: zlib.crc32(body_view[:40]),
-        "http.image_response (headers)": lambda: http.image_response(entry, http.HIT, now,
-                                                                      max_age),
+        "responses.hit_response (same second)": lambda: responses.hit_response(entry, now, max_age),
+        "responses.image_response (new second)": lambda: responses.image_response(
+            entry, responses.HIT, now, max_age),
+        "list(response.headers) (start_response copy)": lambda: list(hit.headers),
         "time.time()": time.time,
         "cache.respond(request)": lambda: cache_respond(request),
         "mw._respond(environ, method, path)": lambda: respond(environ, "GET", rel),

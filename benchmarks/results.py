@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("lmdb", f"py-lmdb {version('lmdb')}, LMDB {'.'.join(map(str, lmdb.version()))}"),
         ("gunicorn", version("gunicorn")),
+        ("granian", version("granian")),
+        ("uWSGI", f"pyuwsgi {version('pyuwsgi')}"),
         ("whitenoise", version("whitenoise")),
         ("nginx", http.get("nginx") or "not run"),
         ("wrk", http.get("wrk") or "not run"),
@@ -116,11 +118,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{http.get('body_bytes', 0):,}-byte PNG; wrk -t{wrk.get('threads')} "
                 f"-c{wrk.get('connections')} -d{wrk.get('duration_s')}s --latency, "
                 f"{http.get('rounds')} interleaved rounds (shuffled order each round), "
-                f"median per variant; gunicorn {http.get('workers')} workers "
-                f"(gthread: {http.get('gthreads')} threads each); nginx "
-                f"{http.get('workers')} worker processes. `CPU us/req`: user + system CPU time "
-                "of the server's processes (master and workers) during the run / requests "
-                "served. `vs bare`: to the bare app of the same worker class (nginx: to sync).",
+                f"median per variant. Servers, {http.get('workers')} worker processes each: "
+                f"gunicorn sync; gunicorn gthread ({http.get('gthreads')} threads each); "
+                "granian --interface wsgi (its defaults otherwise); uWSGI (pyuwsgi) master + "
+                "processes on --http11-socket (keep-alive); nginx (reference). gunicorn sync "
+                "closes the connection after every response, the others keep it alive. "
+                "`CPU us/req`: user + system CPU time of the server's processes (master and "
+                "workers) during the run / requests served. `vs bare` and the ratios: to the "
+                "bare app under the same server (nginx: to gunicorn sync).",
                 "", read(args.http_markdown).strip(), ""]
     out += ["## Commands", "", "```sh", args.command]
     if args.inprocess_command:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Memory soak of fic_middleware (CONTRACT.md section 8: "RSS of a worker flat (within 10%)
+"""Memory soak of fic_middleware (the goal in docs/PERFORMANCE.md: "RSS of a worker flat (within 10%)
 over a 100,000-request mixed hit/miss soak").
 
 One process runs the middleware in process (LMDB backend, a temporary cache directory) in

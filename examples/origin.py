@@ -3,10 +3,12 @@
 Serves deterministic, generated PNGs at ``/images/<name>.png`` so the demo works offline
 and the tests can compare the middleware's bytes with the origin's. Binds 127.0.0.1 only::
 
-    python examples/origin.py --port 8001    # prints one line when ready
+    python examples/origin.py                # port 8001; prints one line when ready
 
-``--port 0`` picks a free port; the ready line ends with the base URL to configure as an
-origin (``FIC_ORIGINS="demo=<that URL>"``).
+The port is fixed (``--port``; ``scripts/demo`` takes ``ORIGIN_PORT``) because the origin's
+URL is part of every cache key: on the same port, a restarted demo finds its cache warm.
+``--port 0`` picks a free port (the tests); the ready line ends with the base URL to
+configure as an origin (``FIC_ORIGINS="demo=<that URL>"``).
 """
 
 from __future__ import annotations

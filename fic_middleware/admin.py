@@ -16,13 +16,12 @@ from http import HTTPStatus
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from . import http, metrics
+from . import responses
 from .errors import RequestError
+from .operations import Operations
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
-
-    from .middleware import FastImageCache
 
 audit = logging.getLogger("fic_middleware.audit")
 
@@ -37,24 +36,26 @@ _ROUTES = {"/": ("GET", "HEAD"), "/stats": ("GET", "HEAD"), "/metrics": ("GET", 
            "/purge": ("POST",)}
 
 
-def _response(status: HTTPStatus, body: bytes, *headers: tuple[str, str]) -> http.Response:
-    return http.Response(http.status_line(status),
-                         [*headers, ("Content-Length", str(len(body))), _PRIVATE, http.NOSNIFF],
+def _response(status: HTTPStatus, body: bytes, *headers: tuple[str, str]) -> responses.Response:
+    return responses.Response(status,
+                         [*headers, ("Content-Length", str(len(body))), _PRIVATE, responses.NOSNIFF],
                          body)
 
 
-def _json(data: Any, status: HTTPStatus = HTTPStatus.OK) -> http.Response:
+def _json(data: Any, status: HTTPStatus = HTTPStatus.OK) -> responses.Response:
     return _response(status, json.dumps(data, sort_keys=True).encode(), _JSON)
 
 
 class Admin:
-    def __init__(self, middleware: FastImageCache, token: str) -> None:
-        self.mw = middleware
+    """The admin endpoints over :class:`Operations` (the same the ``fic`` command uses)."""
+
+    def __init__(self, operations: Operations, token: str) -> None:
+        self.operations = operations
         self._token = f"Bearer {token}".encode()
         self._page = _response(HTTPStatus.OK, resources.files(__package__).joinpath(
             "dashboard.html").read_bytes(), ("Content-Type", "text/html; charset=utf-8"), _PAGE_CSP)
 
-    def respond(self, environ: WSGIEnvironment, method: str, path: str) -> http.Response:
+    def respond(self, environ: WSGIEnvironment, method: str, path: str) -> responses.Response:
         """``path`` is what follows ``{prefix}/_admin`` ('' is the dashboard)."""
         path = path or "/"
         methods = _ROUTES.get(path)
@@ -73,10 +74,9 @@ class Admin:
             response.headers.append(("WWW-Authenticate", 'Bearer realm="fic_middleware"'))
             return response
         if path == "/stats":
-            return _json(self.stats())
+            return _json(self.operations.stats())
         if path == "/metrics":
-            body, content_type = metrics.exposition(self.mw.cache.stats.totals(),
-                                                    self.mw.storage.stats())
+            body, content_type = self.operations.metrics()
             return _response(HTTPStatus.OK, body, ("Content-Type", content_type))
         return self._purge(environ, client)
 
@@ -84,32 +84,7 @@ class Admin:
         given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
         return hmac.compare_digest(given, self._token)
 
-    def stats(self) -> dict[str, Any]:
-        totals = self.mw.cache.stats.totals()
-        results = totals["results"]
-        answered = sum(results[r] for r in ("hit", "miss", "stale", "collapsed"))
-        origins = sorted(({"origin": name, "fetches": count,
-                           "bytes": totals["fetched_bytes"].get(name, 0)}
-                          for name, count in totals["fetches"].items()),
-                         key=lambda o: (-o["fetches"], o["origin"]))
-        config = self.mw.config
-        return {
-            "storage": {**self.mw.storage.stats(), "max_bytes": config.max_bytes,
-                        "max_entries": config.max_entries, "eviction": config.eviction,
-                        "backend": config.backend},
-            "requests": results,
-            "hit_ratio": round((results["hit"] + results["collapsed"]) / answered, 4) if answered else None,
-            "errors": totals["errors"],
-            "served_bytes": totals["served_bytes"],
-            "origins": origins[:20],
-            "origin_fetch": {"count": sum(totals["fetch_buckets"]),
-                             "seconds": round(totals["fetch_seconds"], 3)},
-            "corrupt_records": totals["corrupt"],
-            "redis_failures": totals["redis_failures"],
-            "processes": totals["processes"],
-        }
-
-    def _purge(self, environ: WSGIEnvironment, client: str) -> http.Response:
+    def _purge(self, environ: WSGIEnvironment, client: str) -> responses.Response:
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -125,11 +100,11 @@ class Admin:
                 raise ValueError('send one of {"url": ...}, {"path": ...} or {"all": true}')
             ((what, value),) = request.items()
             if what == "all" and value is True:
-                purged = self.mw.purge_all()
+                purged = self.operations.purge_all()
             elif what == "url" and isinstance(value, str):
-                purged = self.mw.purge_url(value)
+                purged = self.operations.purge_url(value)
             elif what == "path" and isinstance(value, str):
-                purged = self.mw.purge_path(value)
+                purged = self.operations.purge_path(value)
             else:
                 raise ValueError('send one of {"url": ...}, {"path": ...} or {"all": true}')
         except (ValueError, RequestError) as exc:

@@ -1,5 +1,5 @@
-"""The cache: hit, stale, miss, revalidate, store, purge. No WSGI, no urllib3: a storage and a
-fetcher.
+"""The cache: hit, stale, miss, revalidate, store. No WSGI, no urllib3, no storage of its own:
+:class:`~fic_middleware.tiers.Tiers` and a fetcher, wired by :mod:`assembly`.
 
 One fetch per key at a time (:mod:`locking`): other requests for it wait and are served
 what the leader stored. Freshness and the stale windows follow RFC 9111 and RFC 5861 within
@@ -13,122 +13,95 @@ in a store of its own, so that requests for missing images never evict real ones
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from . import http
+from . import responses
 from .config import Config
-from .errors import NotFound, OriginRefused, OriginTimeout, OriginUnavailable, RequestError
+from .breaker import Breaker
+from .errors import NotFound, OriginDown, OriginRefused, OriginTimeout, OriginUnavailable, RequestError
 from .fetch import Fetched, Fetcher
 from .freshness import Policy
-from .imagetypes import SNIFF_BYTES, sniff
-from .limits import inflight_limiter, miss_limiter
-from .locking import HostLocks, Lock, LockChain, ProcessOnly, SingleFlight
+from .limits import InflightLimiter, MissLimiter
+from .locking import Lock, SingleFlight
 from .metrics import Stats
-from .redis_tier import RedisTier
-from .record import (
-    MUST_REVALIDATE, NEGATIVE, NO_CACHE, CorruptRecord, Entry, Reader, Sealer, UnknownRecord, encode,
-    strong_etag,
-)
+from .record import MUST_REVALIDATE, NEGATIVE, NO_CACHE, Entry, strong_etag
 from .routing import ImageRequest
-from .storage import Storage
+from .tiers import Tiers
 
 log = logging.getLogger("fic_middleware")
-_READER_MEMO_BYTES = 64 * 1024 * 1024
 _REFRESH_THREADS = 4
 
 
 class ImageCache:
-    """Answers an :class:`ImageRequest` with a response carrying its RFC 9211 Cache-Status."""
+    """Answers an :class:`ImageRequest` with a response carrying its RFC 9211 Cache-Status.
 
-    def __init__(self, config: Config, storage: Storage, fetcher: Fetcher,
-                 negatives: Storage, clock: Callable[[], float] = time.time) -> None:
+    Built by :func:`fic_middleware.assembly.build`; where entries live is :class:`Tiers`'s
+    business, what to serve and what to store is this class's.
+    """
+
+    def __init__(self, config: Config, tiers: Tiers, fetcher: Fetcher, locks: Lock, stats: Stats,
+                 inflight: InflightLimiter, miss_limiter: MissLimiter | None, breaker: Breaker,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
-        self.storage = storage
-        self.negatives = negatives  # remembered 404/410s, with a budget of their own
+        self.tiers = tiers
         self.policy = Policy(config.default_ttl, config.min_ttl, config.max_ttl,
                              config.stale_while_revalidate, config.stale_if_error)
         self.fetcher = fetcher
+        self.locks = locks
+        self.stats = stats
+        self.inflight = inflight
+        self.miss_limiter = miss_limiter
+        self.breaker = breaker
         self.clock = clock
-        self.sealer = Sealer(config.encryption_key) if config.encryption_key else None
-        # Decoded hot entries per process: at most an eighth of the budget, 64 MiB.
-        self.reader = Reader(min(config.max_bytes // 8, _READER_MEMO_BYTES), self.sealer)
-        self.stats = Stats(os.path.join(config.cache_dir, "stats")
-                           if config.backend == "lmdb" and config.cache_dir else None)
-        self.inflight = inflight_limiter(config)
         self.flights = SingleFlight()
-        self.locks: Lock = (HostLocks(os.path.join(config.cache_dir, "fic.lock"))
-                            if config.backend == "lmdb" and config.cache_dir else ProcessOnly())
-        self.shared: RedisTier | None = None
-        if config.redis_url:
-            # A host that died mid-fetch holds its Redis lock until this runs out.
-            self.shared = RedisTier(config.redis_url, config.redis_auth_key,
-                                    lock_ttl=config.total_timeout + 5,
-                                    on_failure=self.stats.redis_failed)
-            self.locks = LockChain(self.locks, self.shared)
-        self.miss_limiter = miss_limiter(config, self.shared)
         self._refreshing: set[bytes] = set()
         self._refresh_lock = threading.Lock()
         self._refresher: ThreadPoolExecutor | None = None
         # Bound once: the hit path runs in a few microseconds, attribute chains show.
-        self._get = storage.get
-        self._decode = self.reader.decode
+        self._get = tiers.storage.get
+        self._decode = tiers.reader.decode
+        self._shared = tiers.shared is not None
         self._client_max_age = config.client_max_age
 
-    def respond(self, request: ImageRequest, client: str | None = None) -> http.Response:
+    def respond(self, request: ImageRequest, client: str | None = None) -> responses.Response:
         """The image response for ``request``; raises RequestError for the error statuses.
-        ``client`` (an address) is charged for the request if it goes to the origin;
-        None charges no one."""
+        ``client`` (an address) is charged for the request if it goes to the origin; None
+        charges nobody (miss_rate off, or a background refresh)."""
         try:
             entry = self._get(request.key, self._decode)
         except Exception as exc:
-            self._unreadable(request.key, exc)
+            self.tiers.unreadable(request.key, exc)
             entry = None
         now = self.clock()
         # Fast path: a fresh hit, no write, no logging.
         if entry is not None and now < entry.expires_at:
             self.stats.hit += 1
             if entry.negative:
-                return http.NEGATIVE_HIT
-            return http.hit_response(entry, now, self._client_max_age)
+                return responses.NEGATIVE_HIT
+            return responses.hit_response(entry, now, self._client_max_age)
         if entry is None:
-            negative = self._negative(request.key)
+            negative = self.tiers.negative(request.key)
             if negative is not None and now < negative.expires_at:
                 self.stats.hit += 1
-                return http.NEGATIVE_HIT
-        if entry is None and self.shared is not None:
-            entry = self._from_shared(request.key)
+                return responses.NEGATIVE_HIT
+        if entry is None and self._shared:
+            entry = self.tiers.from_shared(request.key)
             if entry is not None and now < entry.expires_at:
                 self.stats.hit += 1
                 if entry.negative:
-                    return http.NEGATIVE_HIT
-                return http.image_response(entry, http.SHARED_HIT, now, self._client_max_age)
+                    return responses.NEGATIVE_HIT
+                return responses.image_response(entry, responses.SHARED_HIT, now, self._client_max_age)
         if entry is not None and not entry.negative and now < entry.stale_until:
             self.stats.result("stale")
             self._refresh_later(request, entry)
-            return http.image_response(entry, http.STALE_HIT, now, 0)
+            return responses.image_response(entry, responses.STALE_HIT, now, 0)
         return self._fetch(request, entry, client)
 
-    @property
-    def corrupt_records(self) -> int:
-        return self.stats.corrupt
-
-    def _unreadable(self, key: bytes, exc: Exception, storage: Storage | None = None) -> None:
-        """A read that failed is a miss; a corrupt record is also deleted and counted."""
-        if isinstance(exc, UnknownRecord):  # another release's format: replaced on store
-            return
-        if isinstance(exc, CorruptRecord):
-            self.stats.corrupt += 1
-            log.warning("dropping a corrupt cache record (%s)", exc)
-            self._delete(key, storage)
-        else:  # the storage failing must not fail the request: fetch instead
-            log.error("cache read failed", exc_info=exc)
-
     def _fetch(self, request: ImageRequest, stale: Entry | None, client: str | None
-               ) -> http.Response:
+               ) -> responses.Response:
         """Fetch once per key in this process; the other threads wait for the leader."""
         if self.miss_limiter is not None and client is not None:
             self.miss_limiter.take(client)
@@ -152,7 +125,7 @@ class ImageCache:
         self.flights.land(key, flight)
         return response
 
-    def _fetch_locked(self, request: ImageRequest, stale: Entry | None) -> http.Response:
+    def _fetch_locked(self, request: ImageRequest, stale: Entry | None) -> responses.Response:
         """Fetch once per key on this host: wait for another process's fetch if there is one
         (it is served as soon as it is stored), take over if its process dies."""
         key = request.key
@@ -172,28 +145,29 @@ class ImageCache:
         finally:
             self.locks.release(key)
 
-    def _collapsed(self, key: bytes) -> http.Response | None:
+    def _collapsed(self, key: bytes) -> responses.Response | None:
         """The answer for a request that waited on another's fetch, if that one stored."""
         try:
             entry = self._get(key, self._decode)
         except Exception:
             return None
         if entry is None:
-            entry = self._negative(key)
-        if entry is None and self.shared is not None:
-            entry = self._from_shared(key)
+            entry = self.tiers.negative(key)
+        if entry is None and self._shared:
+            entry = self.tiers.from_shared(key)
         now = self.clock()
         if entry is None or now >= entry.expires_at:
             return None
         self.stats.result("collapsed")
         if entry.negative:
-            return http.NEGATIVE_HIT
-        return http.image_response(entry, http.COLLAPSED, now, self._client_max_age)
+            return responses.NEGATIVE_HIT
+        return responses.image_response(entry, responses.COLLAPSED, now, self._client_max_age)
 
-    def _fetch_origin(self, request: ImageRequest, stale: Entry | None) -> http.Response:
+    def _fetch_origin(self, request: ImageRequest, stale: Entry | None) -> responses.Response:
         started = time.monotonic()
         try:
-            with self.inflight.slot():
+            # A down origin fails at once, before taking an in-flight slot (breaker.py).
+            with self.breaker.guard(request.url), self.inflight.slot():
                 fetched = self.fetcher.fetch(request.url, request.headers, _validators(stale))
         except NotFound:
             self._remember_gone(request.key)
@@ -201,7 +175,7 @@ class ImageCache:
         except OriginRefused as exc:
             if stale is not None:
                 log.debug("origin refused (%s); dropping the stored copy", exc)
-                self._delete_everywhere(request.key)
+                self.tiers.delete(request.key)
             raise
         except (OriginUnavailable, OriginTimeout) as exc:
             # RFC 5861 §4: only a failing origin is bridged; a must-revalidate entry never.
@@ -209,14 +183,16 @@ class ImageCache:
             if stale is not None and now < stale.error_until:
                 log.debug("origin failed (%s); serving stale", exc)
                 self.stats.result("stale")
-                return http.image_response(stale, http.STALE_IF_ERROR, now, 0)
+                status = responses.ORIGIN_DOWN if isinstance(exc, OriginDown) else \
+                    responses.STALE_IF_ERROR
+                return responses.image_response(stale, status, now, 0)
             raise
         self.stats.fetched(request.origin, time.monotonic() - started, len(fetched.body))
         self.stats.result("miss")
         return self._stored(request, fetched, stale)
 
     def _stored(self, request: ImageRequest, fetched: Fetched, stale: Entry | None
-                ) -> http.Response:
+                ) -> responses.Response:
         """Store what the origin sent (unless it forbids it) and answer with it."""
         now = self.clock()
         revalidated = fetched.status == 304 and stale is not None
@@ -227,24 +203,26 @@ class ImageCache:
             entry = self._entry(stale.body, stale.content_type, fetched, now, stale)
         else:
             entry = self._entry(fetched.body, fetched.content_type, fetched, now, None)
+        # Age sent to clients counts the time spent upstream too (RFC 9111 §5.1).
+        entry.stored_at = now - fetched.age
         freshness = self.policy.freshness(entry.cache_control, fetched.expires, fetched.date,
                                           fetched.age, now)
         forwarded = "stale" if stale is not None else "miss"
         if freshness is None:
             log.debug("not stored: origin forbids it (%s)", fetched.cache_control)
             if revalidated:
-                self._delete_everywhere(request.key)
-            return http.image_response(entry, f"fic; fwd={forwarded}", now, 0, cacheable=False)
+                self.tiers.delete(request.key)
+            return responses.image_response(entry, f"fic; fwd={forwarded}", now, 0, cacheable=False)
         entry.expires_at = now + freshness.lifetime
         entry.stale_until = entry.expires_at + freshness.stale_while_revalidate
         entry.error_until = entry.expires_at + freshness.stale_if_error
         entry.flags = (NO_CACHE if freshness.no_cache else 0) | \
             (MUST_REVALIDATE if freshness.must_revalidate else 0)
-        stored = self._store(request.key, entry)
+        stored = self.tiers.put(request.key, entry, now)
         if stored and stale is None:
-            self._forget_gone(request.key)
+            self.tiers.forget_negative(request.key)
         status = f"fic; fwd={forwarded}; stored" if stored else f"fic; fwd={forwarded}"
-        return http.image_response(entry, status, now, self._client_max_age)
+        return responses.image_response(entry, status, now, self._client_max_age)
 
     def _refresh_later(self, request: ImageRequest, stale: Entry) -> None:
         """One background refresh per key and process, while the stale entry is served."""
@@ -258,7 +236,7 @@ class ImageCache:
 
     def _refresh(self, request: ImageRequest, stale: Entry) -> None:
         try:
-            self._fetch(request, stale, None)  # a refresh is charged to no client
+            self._fetch(request, stale, None)  # charged to no client
         except RequestError as exc:
             log.debug("background refresh failed: %s", exc)
         except Exception:
@@ -270,29 +248,12 @@ class ImageCache:
     def _remember_gone(self, key: bytes) -> None:
         """Negative caching: the origin's 404/410 answers for ``negative_ttl`` seconds.
         Kept in the negative store (its own budget); the image it replaces is dropped."""
-        self._delete_everywhere(key)
+        self.tiers.delete(key)
         if self.config.negative_ttl <= 0:
             return
         now = self.clock()
-        entry = Entry(b"", "", "", None, None, now, now + self.config.negative_ttl, NEGATIVE)
-        record = encode(entry, key, self.sealer)
-        if self.shared is not None:
-            self.shared.put(key, record, self.config.negative_ttl)
-        self._put_l1(key, record, entry.expires_at, self.negatives)
-
-    def _negative(self, key: bytes) -> Entry | None:
-        """A remembered 404/410 for ``key``, if any (asked only when there is no image)."""
-        try:
-            return self.negatives.get(key, self._decode)
-        except Exception as exc:
-            self._unreadable(key, exc, self.negatives)
-            return None
-
-    def _forget_gone(self, key: bytes) -> None:
-        """The image exists again: drop its remembered 404 (a read first, so the common
-        case, no such record, writes nothing)."""
-        if self._negative(key) is not None:
-            self._delete(key, self.negatives)
+        self.tiers.put(key, Entry(b"", "", "", None, None, now, now + self.config.negative_ttl,
+                                  NEGATIVE), now)
 
     @staticmethod
     def _entry(body: bytes, content_type: str, fetched: Fetched, now: float,
@@ -304,75 +265,12 @@ class ImageCache:
         return Entry(body, content_type, etag, last_modified, origin_etag, now, now,
                      cache_control=cache_control)
 
-    def _from_shared(self, key: bytes) -> Entry | None:
-        """An entry from the Redis tier, checked like any record and kept in L1 too."""
-        assert self.shared is not None
-        try:
-            record = self.shared.get(key)
-            if record is None:
-                return None
-            entry = self.reader.decode(key, record)
-            if not entry.negative and not self._acceptable(entry):
-                raise CorruptRecord("not an allowed image of its type")
-        except CorruptRecord as exc:
-            self.stats.corrupt += 1
-            log.warning("dropping a corrupt record from the redis tier (%s)", exc)
-            self.shared.delete(key)
-            return None
-        self._put_l1(key, record, entry.expires_at, self.negatives if entry.negative else None)
-        return entry
-
-    def _acceptable(self, entry: Entry) -> bool:
-        """What came over the network from another host passes the checks a fetch does."""
-        return entry.content_type in self.config.allowed_types and \
-            sniff(entry.content_type, entry.body[:SNIFF_BYTES])
-
-    def _store(self, key: bytes, entry: Entry) -> bool:
-        record = encode(entry, key, self.sealer)
-        if self.shared is not None:
-            # Kept as long as it may still be served stale.
-            keep = max(entry.stale_until, entry.error_until) - self.clock()
-            self.shared.put(key, record, keep)
-        return self._put_l1(key, record, entry.expires_at)
-
-    def _put_l1(self, key: bytes, record: bytes, expires_at: float,
-                storage: Storage | None = None) -> bool:
-        try:
-            stored = (storage or self.storage).put(key, record, expires_at)
-        except Exception:  # serve what we fetched even if the disk says no
-            log.exception("cache write failed")
-            return False
-        if not stored:
-            log.debug("not stored: over the cache budget")
-        return stored
-
-    def _delete(self, key: bytes, storage: Storage | None = None) -> bool:
-        try:
-            return (storage or self.storage).delete(key)
-        except Exception:
-            log.exception("cache delete failed")
-            return False
-
-    def _delete_everywhere(self, key: bytes) -> bool:
-        """Drop ``key`` from this host (images and remembered 404s) and the shared tier."""
-        if self.shared is not None:
-            self.shared.delete(key)
-        return self._delete(key) | self._delete(key, self.negatives)
-
-    def purge(self, keys: list[bytes]) -> int:
-        """Forget these entries, here and in the shared tier; how many this host had."""
-        return sum(self._delete_everywhere(key) for key in keys)
-
-    def purge_all(self) -> int:
-        if self.shared is not None:
-            self.shared.clear()
-        return self.storage.clear() + self.negatives.clear()
-
     def close(self) -> None:
         if self._refresher is not None:
             self._refresher.shutdown(wait=True)
             self._refresher = None
         self.locks.close()  # the Redis tier too, when it is in the chain
+        self.breaker.close()
         self.stats.stop()
 
 

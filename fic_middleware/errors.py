@@ -12,13 +12,14 @@
           ├── TooManyRequests       429   client over its miss rate (.retry_after)
           ├── OriginError           502   not an image, too large, too many redirects
           │    ├── OriginUnavailable 502  unreachable, TLS or connection failure, 5xx
+          │    │    └── OriginDown 503 circuit open: origin not asked (.retry_after)
           │    └── OriginRefused     502  the origin's 4xx (401, 403, 451...): access revoked
           ├── Overloaded            503   too many fetches in flight (.retry_after)
           └── OriginTimeout         504
 
-Only OriginUnavailable and OriginTimeout are failures a stale copy may bridge
-(``stale_if_error``); an OriginRefused or NotFound from the origin is its answer, and
-replaces the stored copy.
+Only OriginUnavailable (OriginDown included) and OriginTimeout are failures a stale copy
+may bridge (``stale_if_error``); an OriginRefused or NotFound from the origin is its
+answer, and replaces the stored copy.
 
 A leaf's message is shown to the client as the plain-text body, so it is written for
 users and never carries addresses, paths, origin bodies or secrets.
@@ -83,6 +84,17 @@ class OriginError(RequestError):
 
 class OriginUnavailable(OriginError):
     """The origin could not answer: it may answer again, so a stale copy can stand in."""
+
+
+class OriginDown(OriginUnavailable):
+    """The origin failed too often in a row: it is not asked again until its cool-down ends
+    (:mod:`fic_middleware.breaker`)."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class OriginRefused(OriginError):

@@ -149,7 +149,7 @@ POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Policy, LRU, TTL, S3FIF
 
 class MemoryLedger:
     """Dicts and lazy-deletion heaps: O(log n) per operation, for the memory store and
-    for simulations (benchmarks/missratio.py)."""
+    for simulations (benchmarks/eviction.py)."""
 
     def __init__(self) -> None:
         self._meta: dict[bytes, Meta] = {}
@@ -192,6 +192,10 @@ class MemoryLedger:
                 return key
             heapq.heappop(heap)
         return None
+
+    def heap_items(self) -> int:
+        """Items held by the order heaps, stale ones included: what compaction bounds."""
+        return sum(len(heap) for heap in self._heaps.values())
 
     def next_seq(self) -> int:
         self._seq += 1

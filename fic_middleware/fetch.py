@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import threading
 import time
@@ -36,7 +35,7 @@ from .errors import (
     BadRequest, Forbidden, NotFound, OriginError, OriginRefused, OriginTimeout, OriginUnavailable,
 )
 from .imagetypes import SNIFF_BYTES, canonical_type, sniff
-from . import netguard
+from . import forks, netguard
 from .netguard import AddressPolicy, ForbiddenAddress, Resolver, guarded_pool_classes, system_resolver
 from .urls import canonical_url, host_allowed
 
@@ -214,18 +213,22 @@ class Fetcher:
             log.warning("verify_tls is off: origin certificates are not checked")
             warnings.filterwarnings("ignore", category=InsecureRequestWarning)
         self._pool: urllib3.PoolManager | None = None
-        self._pid = 0
+        self._lock = threading.Lock()
+        forks.register(self)
+
+    def after_fork(self) -> None:
+        # Sockets must not be shared with the parent: the child makes its own pool.
+        self._pool = None
         self._lock = threading.Lock()
 
     def _manager(self) -> urllib3.PoolManager:
-        # Sockets must not be shared with the parent after fork(): one manager per pid.
-        if self._pid != os.getpid():
+        pool = self._pool
+        if pool is None:
             with self._lock:
-                if self._pid != os.getpid():
+                if self._pool is None:
                     self._pool = self._new_manager()
-                    self._pid = os.getpid()
-        assert self._pool is not None
-        return self._pool
+                pool = self._pool
+        return pool
 
     def _new_manager(self) -> urllib3.PoolManager:
         cfg = self.config
@@ -241,6 +244,7 @@ class Fetcher:
               validators: Mapping[str, str] | None = None) -> Fetched:
         """GET ``url``; ``headers`` go to its origin only (never to a redirect's other host);
         ``validators`` (If-None-Match...) make a 304 a valid answer."""
+        forks.check()
         deadline = time.monotonic() + self.config.total_timeout
         netguard.deadline.at = deadline
         try:
@@ -363,10 +367,9 @@ class Fetcher:
         return b"".join(chunks)
 
     def close(self) -> None:
-        if self._pool is not None and self._pid == os.getpid():
+        if self._pool is not None:
             self._pool.clear()
         self._pool = None
-        self._pid = 0
 
 
 def _set_read_timeout(response: BaseHTTPResponse, seconds: float) -> None:

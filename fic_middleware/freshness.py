@@ -11,7 +11,8 @@ The rules, in the order they apply (docs/CACHING.md explains them for operators)
 3. The operator's bounds: a positive lifetime is clamped to ``[min_ttl, max_ttl]``; a
    lifetime of 0 (``max-age=0``, a past ``Expires``) stays 0.
 4. Age: the time the response already spent in caches upstream (``Age``, §4.2.3) is
-   subtracted from the clamped lifetime. One rule, continuous in Age: a response whose Age
+   subtracted from the clamped lifetime. The apparent age from the origin's ``Date`` is not
+   used: one origin with a slow clock would shorten every lifetime it sends. One rule, continuous in Age: a response whose Age
    is at least its lifetime arrives stale, whatever the numbers. It is stored (its
    validators make the next fetch a cheap conditional one) and may be served stale within
    the windows below.
@@ -26,15 +27,27 @@ The rules, in the order they apply (docs/CACHING.md explains them for operators)
 
 from __future__ import annotations
 
+import calendar
 import math
+import re
+import time
 from collections.abc import Mapping
-
-from werkzeug.http import parse_date
 
 # Longer than any max_ttl; keeps a 400-digit max-age a finite float (RFC 9111 §1.2.2 asks
 # for at least 2**31 to stand for "too large to represent").
 _LONGEST = float(2**53)
 _DIGITS = frozenset("0123456789")
+# RFC 9110 §5.6.7: the three HTTP-date forms a recipient must accept, and nothing else
+# (RFC 9111 §5.3: any other Expires means "already expired"). Shapes checked first, with
+# no nested quantifier; then strptime (C locale names) checks the values.
+_HTTP_DATES = (
+    (re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT"),
+     "%a, %d %b %Y %H:%M:%S GMT"),
+    (re.compile(r"[A-Z][a-z]{5,8}, \d{2}-[A-Z][a-z]{2}-\d{2} \d{2}:\d{2}:\d{2} GMT"),
+     "%A, %d-%b-%y %H:%M:%S GMT"),
+    (re.compile(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}"),
+     "%a %b %d %H:%M:%S %Y"),
+)
 
 
 class Freshness:
@@ -142,6 +155,20 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
     return directives
 
 
+def http_date(value: str | None) -> float | None:
+    """Seconds since the epoch of an RFC 9110 HTTP-date; None for anything else."""
+    if not value:
+        return None
+    value = value.strip()
+    for shape, layout in _HTTP_DATES:
+        if shape.fullmatch(value):
+            try:
+                return float(calendar.timegm(time.strptime(value, layout)))
+            except ValueError:  # a shape right, a value wrong (Feb 30, hour 25)
+                return None
+    return None
+
+
 def delta_seconds(argument: str | None) -> float | None:
     """RFC 9111 §1.2.2 delta-seconds (ASCII digits only); None when it is not one."""
     if not argument or not _DIGITS.issuperset(argument):
@@ -158,13 +185,13 @@ def _origin_lifetime(directives: Mapping[str, str | None], expires: str | None,
             seconds = delta_seconds(directives[name])
             return 0.0 if seconds is None else seconds  # unreadable: stale at once
     if expires is not None:
-        expires_at = parse_date(expires)
+        expires_at = http_date(expires)
         if expires_at is None:  # an invalid Expires means "already expired" (§5.3)
             return 0.0
         # Expires is relative to the origin's clock (its Date), not ours.
-        origin_now = parse_date(date) if date else None
-        base = origin_now.timestamp() if origin_now else now
-        return max(0.0, expires_at.timestamp() - base)
+        origin_now = http_date(date)
+        base = origin_now if origin_now is not None else now
+        return max(0.0, expires_at - base)
     return default
 
 

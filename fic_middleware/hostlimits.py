@@ -16,7 +16,7 @@ directory. Both are touched only on a miss, never on a hit.
 
 ``fcntl`` locks belong to a process, not to a descriptor or a thread: threads of a process
 also take a thread lock, a process opens each file once (closing any descriptor of a file
-drops the process's locks on it), and a forked child starts with fresh thread state.
+drops the process's locks on it), and a forked child starts with fresh thread state (forks.py).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import struct
 import threading
 import weakref
 from collections.abc import Callable
+
+from . import forks
 
 _MAGIC = b"ficlim01"
 _HEADER = struct.Struct("<8sI4x16s")  # magic, slot count, salt: 32 bytes
@@ -64,7 +66,7 @@ class BucketTable:
             raise
         self._fd = fd
         weakref.finalize(self, _close, fd, self._map)
-        _live.add(self)
+        forks.register(self)
 
     def _prepare(self, fd: int) -> bytes:
         """The table's salt; a new file (or another format's) is made an empty table.
@@ -102,7 +104,7 @@ class BucketTable:
                 fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
         return wait
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         self._lock = threading.Lock()
 
 
@@ -140,7 +142,7 @@ class SlotFile:
         self._held: set[int] = set()  # this process's slots (its own locks never block it)
         self._lock = threading.Lock()
         weakref.finalize(self, os.close, self._fd)
-        _live.add(self)
+        forks.register(self)
 
     def acquire(self, limit: int) -> int | None:
         """A free slot among the first ``limit``, now held by this process; None if none is.
@@ -163,7 +165,7 @@ class SlotFile:
             fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, index)
             self._held.discard(index)
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         self._lock = threading.Lock()
         self._held = set()  # the parent's locks are the parent's
 
@@ -199,15 +201,14 @@ def slot_file(path: str) -> SlotFile:
         return slots
 
 
-# One at-fork hook for the module, over a weak set (see metrics.py).
-_live: weakref.WeakSet[BucketTable | SlotFile] = weakref.WeakSet()
+
+class _Registry:
+    """The lock of the two registries above, new in a forked child (forks.py)."""
+
+    def after_fork(self) -> None:
+        global _open_lock
+        _open_lock = threading.Lock()
 
 
-def _after_fork_in_child() -> None:
-    global _open_lock
-    _open_lock = threading.Lock()
-    for shared in list(_live):
-        shared._after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_registry = _Registry()
+forks.register(_registry)

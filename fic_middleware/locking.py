@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from . import forks
+
 # Backoff of a waiter between two looks at the storage and the lock.
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.05
@@ -125,13 +127,18 @@ class HostLocks:
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd = -1
-        self._pid = 0
+        forks.register(self)
+
+    def after_fork(self) -> None:
+        # fcntl locks belong to the process: the child opens its own descriptor. Closing the
+        # inherited one releases nothing of the parent's (locks are per process and inode).
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
 
     def _file(self) -> int:
-        # fcntl locks belong to the process: after fork() the child opens its own descriptor.
-        if self._pid != os.getpid():
+        if self._fd < 0:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._pid = os.getpid()
         return self._fd
 
     @staticmethod
@@ -154,6 +161,6 @@ class HostLocks:
         fcntl.lockf(self._file(), fcntl.LOCK_UN, 1, self._offset(key))
 
     def close(self) -> None:
-        if self._pid == os.getpid() and self._fd >= 0:
+        if self._fd >= 0:
             os.close(self._fd)
-        self._fd, self._pid = -1, 0
+        self._fd = -1

@@ -20,9 +20,10 @@ import logging
 import os
 import re
 import threading
-import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+from . import forks
 
 log = logging.getLogger("fic_middleware")
 
@@ -47,7 +48,7 @@ class Stats:
         self._stopped = threading.Event()
         self._pid = os.getpid()
         self._reset()
-        _live.add(self)
+        forks.register(self)
 
     def _reset(self) -> None:
         self.hit = 0
@@ -61,7 +62,7 @@ class Stats:
         self.corrupt = 0
         self.redis_failures = 0
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         # The parent's counts are the parent's: a worker starts from zero, with its own file.
         self._pid = os.getpid()
         self.running = False
@@ -72,6 +73,7 @@ class Stats:
 
     def start(self) -> None:
         """Start this process's flusher (idempotent; callers check ``running`` first)."""
+        forks.check()  # the first request of a worker forked without Python's at-fork hooks
         with self._lock:
             if self.running:
                 return
@@ -170,19 +172,6 @@ class Stats:
         return {**total, "processes": len(live)}
 
 
-# One at-fork hook for the module, over a weak set: a hook per Stats would be called (and would
-# keep its Stats alive) for every Stats ever made, including the throwaway ones of totals().
-_live: weakref.WeakSet[Stats] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for stats in list(_live):
-        stats._after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -240,8 +229,10 @@ def _add(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return total
 
 
-def exposition(totals: Mapping[str, Any], storage: Mapping[str, int]) -> tuple[bytes, str]:
-    """Prometheus text (body, content type) for summed ``totals`` and the storage's counts."""
+def exposition(totals: Mapping[str, Any], storage: Mapping[str, int],
+               circuits: Sequence[Mapping[str, Any]] = ()) -> tuple[bytes, str]:
+    """Prometheus text (body, content type) for summed ``totals``, the storage's counts and
+    the origins' circuits (:meth:`fic_middleware.breaker.Breaker.states`, host-wide)."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import (
         CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
@@ -286,6 +277,16 @@ def exposition(totals: Mapping[str, Any], storage: Mapping[str, int]) -> tuple[b
                                       value=totals["redis_failures"])
             yield GaugeMetricFamily("fic_processes", "Worker processes reporting.",
                                     value=totals["processes"])
+            circuit_open = GaugeMetricFamily(
+                "fic_origin_circuit_open", "1 while misses for this origin fail fast.",
+                labels=["origin"])
+            trips = CounterMetricFamily("fic_origin_circuit_trips",
+                                        "Times this origin's circuit opened.", labels=["origin"])
+            for circuit in circuits:
+                circuit_open.add_metric([circuit["origin"]], int(circuit["state"] != "closed"))
+                trips.add_metric([circuit["origin"]], circuit["trips"])
+            yield circuit_open
+            yield trips
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector())

@@ -14,55 +14,71 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from . import http
+from . import responses
 from .admin import Admin
+from .assembly import Parts, build
 from .config import Config
-from .core import ImageCache
 from .errors import MethodNotAllowed, NotFound, RequestError
-from .fetch import Fetcher
 from .limits import client_address
-from .routing import Router
-from .storage import open_negative_storage, open_storage
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from typing_extensions import Unpack
+
+    from ._typed_options import Options
 
 log = logging.getLogger("fic_middleware")
 
-_METHOD_NOT_ALLOWED = http.error_response(MethodNotAllowed("method not allowed"))
-_NOT_FOUND = http.error_response(NotFound("not found"))
-_INTERNAL = http.Response(http.status_line(HTTPStatus.INTERNAL_SERVER_ERROR),
-                          [("Content-Type", "text/plain; charset=utf-8"),
-                           ("Content-Length", "15"), ("Cache-Control", "no-store"), http.NOSNIFF],
-                          b"internal error\n")
+_METHOD_NOT_ALLOWED = responses.error_response(MethodNotAllowed("method not allowed"))
+_NOT_FOUND = responses.error_response(NotFound("not found"))
+_INTERNAL = responses.error_response(RequestError("internal error"))  # status 500
+_ADMIN = "/_admin"
 
 
 class FastImageCache:
     """WSGI middleware serving images under ``prefix`` from a local cache.
 
     :param app: the WSGI application to wrap.
-    :param options: keyword options, see the README's configuration reference; merged
-        with ``FIC_*`` environment variables and ``config_file``. Wrong values raise
+    :param config: a ready :class:`~fic_middleware.config.Config` (adapters build one from
+        their own sources); or else
+    :param options: keyword options (docs/CONFIGURATION.md), merged with ``FIC_*``
+        environment variables and ``config_file``. Wrong values raise
         :class:`~fic_middleware.ConfigError` here, not on the first request.
     """
 
-    def __init__(self, app: WSGIApplication, **options: Any) -> None:
+    def __init__(self, app: WSGIApplication, config: Config | None = None,
+                 **options: Unpack[Options]) -> None:
+        if config is not None and options:
+            raise TypeError("pass either a Config or keyword options, not both")
+        self._assemble(app, build(config if config is not None else Config.load(**options)))
+
+    @classmethod
+    def assembled(cls, app: WSGIApplication, parts: Parts) -> FastImageCache:
+        """The middleware over parts built by :func:`fic_middleware.assembly.build` (tests
+        pass their own clock that way)."""
+        mw = cls.__new__(cls)
+        mw._assemble(app, parts)
+        return mw
+
+    def _assemble(self, app: WSGIApplication, parts: Parts) -> None:
         self.app = app
-        self.config = Config.load(**options)
-        self.storage = open_storage(self.config)
-        self.fetcher = Fetcher(self.config)
-        self.negatives = open_negative_storage(self.config)
-        self.cache = ImageCache(self.config, self.storage, self.fetcher, self.negatives)
-        self.router = Router(self.config)
+        self.parts = parts
+        self.config = parts.config
+        self.storage = parts.storage
+        self.negatives = parts.negatives
+        self.fetcher = parts.fetcher
+        self.cache = parts.cache
+        self.router = parts.router
+        self.operations = parts.operations
         self._prefix = self.config.prefix
         self._prefix_len = len(self._prefix)
         self._forward_query = self.config.forward_query
         self._limit_misses = self.config.miss_rate is not None
-        self._stats = self.cache.stats
-        self._admin = Admin(self, self.config.admin_token) if self.config.admin_token else None
+        self._stats = parts.stats
+        self._admin = (Admin(self.operations, self.config.admin_token)
+                       if self.config.admin_token else None)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -80,11 +96,16 @@ class FastImageCache:
             self._stats.served_bytes += len(response.body)
         return [response.body]
 
-    def _respond(self, environ: WSGIEnvironment, method: str, path: str) -> http.Response:
-        if not self._stats.running:
+    def _respond(self, environ: WSGIEnvironment, method: str, path: str) -> responses.Response:
+        if not self._stats.running:  # once per process
+            if self.parts.tiers.purges is not None:  # first catch up with the other hosts' purges
+                self.parts.tiers.purges.start()
             self._stats.start()
+        # "/_admin" is not an image path ("/o/..." or "/r/..."): routed before them.
+        if self._admin is not None and path.startswith(_ADMIN) and path[7:8] in ("", "/"):
+            return self._admin.respond(environ, method, path[7:])
         if method != "GET" and method != "HEAD":
-            return self._not_an_image(environ, method, path, _METHOD_NOT_ALLOWED)
+            return self._error(_METHOD_NOT_ALLOWED)
         if len(path) <= 1:
             return self._error(_NOT_FOUND)
         try:
@@ -95,7 +116,7 @@ class FastImageCache:
             response = self.cache.respond(request, client)
         except RequestError as exc:
             log.debug("%s: %s", exc.status.value, exc)
-            return self._not_an_image(environ, method, path, http.error_response(exc))
+            return self._error(responses.error_response(exc))
         except Exception:
             log.exception("unexpected error serving an image")
             return self._error(_INTERNAL)
@@ -103,30 +124,16 @@ class FastImageCache:
             return response
         inm = environ.get("HTTP_IF_NONE_MATCH")
         ims = environ.get("HTTP_IF_MODIFIED_SINCE")
-        if (inm or ims) and http.is_not_modified(response.entry, inm, ims):
-            return http.not_modified(response)
+        if (inm or ims) and responses.is_not_modified(response.entry, inm, ims):
+            return responses.not_modified(response)
         range_header = environ.get("HTTP_RANGE")
         if range_header:
-            return http.ranged(response, range_header, environ.get("HTTP_IF_RANGE"))
+            return responses.ranged(response, range_header, environ.get("HTTP_IF_RANGE"))
         return response
 
-    def _not_an_image(self, environ: WSGIEnvironment, method: str, path: str,
-                      error: http.Response) -> http.Response:
-        """``{prefix}/_admin...`` goes to the admin (when enabled); the rest is ``error``.
-        Checked only once a path failed as an image, so hits never pay for it."""
-        if self._admin is not None and (path == "/_admin" or path.startswith("/_admin/")):
-            return self._admin.respond(environ, method, path[len("/_admin"):])
-        return self._error(error)
-
-    def _error(self, response: http.Response) -> http.Response:
-        self._stats.error(int(response.status[:3]))
+    def _error(self, response: responses.Response) -> responses.Response:
+        self._stats.error(response.code)
         return response
-
-    @staticmethod
-    def init_app(app: Any, **options: Any) -> FastImageCache:
-        """Flask: wrap ``app.wsgi_app`` and add ``fic_url`` (:func:`fic_middleware.flask.init_app`)."""
-        from .flask import init_app  # Flask stays optional: imported only when used
-        return init_app(app, **options)
 
     def _client(self, environ: WSGIEnvironment) -> str:
         return client_address(environ.get("REMOTE_ADDR", ""),
@@ -135,24 +142,17 @@ class FastImageCache:
     def purge_url(self, url: str) -> int:
         """Forget the image at an absolute origin URL; entries removed.
         Raises ValueError for a URL that is not absolute http(s)."""
-        return self.cache.purge(self.router.keys_for_url(url))
+        return self.operations.purge_url(url)
 
     def purge_path(self, path: str) -> int:
         """Forget the image a client path names (``{prefix}/o/...`` or ``{prefix}/r/...``).
         Raises RequestError (BadRequest, NotFound...) for a path that names no image."""
-        if not path.startswith(self._prefix + "/"):
-            raise NotFound("not under the prefix")
-        path, _, query = path.partition("?")
-        request = self.router.route(path[self._prefix_len:], query if self._forward_query else "")
-        return self.cache.purge([request.key])
+        return self.operations.purge_path(path)
 
     def purge_all(self) -> int:
         """Forget every entry; how many there were."""
-        return self.cache.purge_all()
+        return self.operations.purge_all()
 
     def close(self) -> None:
         """Release the storage, the connection pools and the refresh threads."""
-        self.cache.close()
-        self.storage.close()
-        self.negatives.close()
-        self.fetcher.close()
+        self.parts.close()

@@ -11,7 +11,7 @@
 or ``pyramid.includes = fic_middleware.pyramid`` in the ini file, with ``fic.<option>``
 settings (``fic.origin_headers.cdn`` holds that origin's ``Header: value`` lines). Settings
 are checked like keyword options, when the include runs; they come from the deployment
-file, so a ``FIC_<NAME>`` environment variable beats them (CONTRACT §6). In templates and
+file, so a ``FIC_<NAME>`` environment variable beats them (docs/CONFIGURATION.md). In templates and
 views, ``request.fic_url("2024/cat.jpg", origin="cdn")`` is the image's URL (see
 :mod:`fic_middleware.urlbuilder`), ``SCRIPT_NAME`` included.
 

@@ -7,7 +7,9 @@ Layout (little-endian)::
     | crc32(key, header, meta) u32 | meta | body
 
 The checksum covers the storage key, so a record moved under another key does not check out.
-``expires_at`` ends freshness; past it the entry may be served while one background fetch
+``stored_at`` is when the response was generated, by our clock (the time it reached us less
+its age then), so the Age sent to clients counts time spent upstream. ``expires_at`` ends
+freshness; past it the entry may be served while one background fetch
 revalidates it until ``stale_until``, and when the origin fails until ``error_until``
 (:mod:`freshness` computes all three when the response is stored).
 
@@ -60,7 +62,7 @@ class Entry:
 
     __slots__ = ("body", "content_type", "etag", "last_modified", "origin_etag",
                  "stored_at", "expires_at", "stale_until", "error_until", "cache_control",
-                 "flags", "negative", "hit")
+                 "flags", "negative", "response_memo")
 
     def __init__(self, body: bytes, content_type: str, etag: str, last_modified: str | None,
                  origin_etag: str | None, stored_at: float, expires_at: float,
@@ -79,8 +81,8 @@ class Entry:
         self.stale_until = expires_at if stale_until is None else stale_until
         self.error_until = expires_at if error_until is None else error_until
         self.cache_control = cache_control  # the origin's, for a 304 that omits it
-        # (second, response) of the last hit response built for this entry (http.hit_response).
-        self.hit: tuple[int, Any] | None = None
+        # (second, response) of the last hit response built for this entry (responses.hit_response).
+        self.response_memo: tuple[int, Any] | None = None
 
 
 def strong_etag(body: bytes) -> str:
@@ -175,6 +177,14 @@ class Reader:
         self.sealer = sealer
         self._memo: dict[bytes, tuple[int, Entry]] = {}
         self._bytes = 0
+
+    @property
+    def memo_bytes(self) -> int:
+        """Bytes of bodies held by the memo now (at most ``max_bytes``)."""
+        return self._bytes
+
+    def memo_entries(self) -> int:
+        return len(self._memo)
 
     def decode(self, key: bytes, buf: bytes | memoryview) -> Entry:
         # Fast path: the record this process decoded last time for this key.

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import purgelog
+from .extras import require
 from .locking import wait_for
 from .record import CorruptRecord
 
@@ -60,18 +62,13 @@ class RedisTier:
 
     def __init__(self, url: str, auth_key: bytes, *, lock_ttl: float, prefix: str = "fic:",
                  on_failure: Callable[[], None] = lambda: None) -> None:
-        try:
-            import redis
-        except ImportError as exc:  # checked by Config too; kept for direct use
-            raise ImportError("redis_url needs the redis package: "
-                              "pip install 'fic-middleware[redis]'") from exc
+        redis = require("redis", "redis", "redis_url")
         self.client = redis.Redis.from_url(url, socket_timeout=_TIMEOUT,
                                            socket_connect_timeout=_TIMEOUT,
                                            health_check_interval=30)
         self.prefix = prefix.encode()
         self._auth_key = auth_key
         self.lock_ttl_ms = int(lock_ttl * 1000)
-        self.failures = 0
         self.on_failure = on_failure
         self._down_until = 0.0
         self._logged_at = -_LOG_EVERY
@@ -88,12 +85,11 @@ class RedisTier:
         except Exception as exc:  # redis.RedisError, OSError...: never the request's problem
             self.on_failure()
             with self._lock:
-                self.failures += 1
                 self._down_until = now + _BACKOFF
                 if now - self._logged_at >= _LOG_EVERY:
                     self._logged_at = now
                     log.warning("redis tier unavailable (%s failed: %s); serving without it "
-                                "(%d failures so far)", what, type(exc).__name__, self.failures)
+                                "(counted in redis_failures)", what, type(exc).__name__)
             return default
 
     def get(self, key: bytes) -> bytes | None:
@@ -121,10 +117,13 @@ class RedisTier:
         return bool(self._call("delete", lambda: self.client.delete(self.prefix + key), 0))
 
     def clear(self) -> int:
+        keep = {self.prefix + name for name in (purgelog.STREAM, purgelog.COUNTER)}
+
         def drop_all() -> int:
             count = 0
             for name in self.client.scan_iter(match=self.prefix + b"*", count=1000):
-                count += int(self.client.delete(name))
+                if name not in keep:  # the purge log goes on: hosts read "all" in it
+                    count += int(self.client.delete(name))
             return count
         return int(self._call("clear", drop_all, 0))
 

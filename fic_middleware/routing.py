@@ -65,7 +65,7 @@ class Router:
                    _header_identity(config.origin_headers.get(name, {})))
             for name, base in config.origins.items()
         }
-        self.keys = config.verify_keys
+        self.signing_keys = config.verify_keys
         self.allowed_hosts = config.allowed_hosts
         self._memo: dict[str | tuple[str, str], ImageRequest] = {}
 
@@ -121,7 +121,7 @@ class Router:
         return keys
 
     def _remote(self, rest: str) -> ImageRequest:
-        if not self.keys:
+        if not self.signing_keys:
             raise NotFound("remote URLs are not enabled")
         sig_text, sep, url_text = rest.partition("/")
         if not sep or not sig_text or not url_text or "/" in url_text:
@@ -132,7 +132,7 @@ class Router:
             raise BadRequest("bad base64 in signed URL") from None
         if len(raw) > MAX_URL_BYTES:
             raise BadRequest("URL too long")
-        if not verify(raw, sig, self.keys):
+        if not verify(raw, sig, self.signing_keys):
             raise Forbidden("bad signature")
         try:
             text = raw.decode("utf-8")

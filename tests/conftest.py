@@ -21,6 +21,8 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from fic_middleware import FastImageCache
+from fic_middleware.assembly import build
+from fic_middleware.config import Config
 
 from .images import gif, jpeg, png
 from .servers import RedisServer
@@ -258,13 +260,18 @@ def make_mw(tmp_path: Any, origin: Origin) -> Iterator[Callable[..., FastImageCa
     """Build middlewares over a per-test LMDB directory and the test origin."""
     made: list[FastImageCache] = []
 
-    def make(app: Any = downstream, **options: Any) -> FastImageCache:
+    def make(app: Any = downstream, clock: Callable[[], float] | None = None,
+             **options: Any) -> FastImageCache:
+        """``clock``: the cache's time (seconds since the epoch), for tests that move it."""
         options.setdefault("cache_dir", str(tmp_path / "cache"))
         options.setdefault("origins", {"t": origin.base})
         options.setdefault("allowed_networks", ["127.0.0.1/32"])
         options.setdefault("connect_timeout", "2s")
         options.setdefault("retries", 0)
-        mw = FastImageCache(app, **options)
+        if clock is None:
+            mw = FastImageCache(app, **options)
+        else:
+            mw = FastImageCache.assembled(app, build(Config.load(**options), clock))
         made.append(mw)
         return mw
 

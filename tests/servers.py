@@ -1,4 +1,5 @@
-"""Real server processes for tests: gunicorn on a free loopback port."""
+"""Real server processes for tests: gunicorn on a free loopback port, redis-server, and
+dead origins (one that never answers, one that never accepts)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,3 +113,86 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+def _venv_script(name: str) -> str:
+    """A console script installed beside this interpreter (granian, uwsgi)."""
+    return str(Path(sys.executable).parent / name)
+
+
+@contextmanager
+def granian(app: str | None, env: dict[str, str], workers: int = 2) -> Iterator[str]:
+    """``examples/granian.sh [app]`` (granian's WSGI interface; its default app without one)
+    on 127.0.0.1 with ``workers`` worker processes; yields the base URL; stops it on exit."""
+    port = free_port()
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**env, "GRANIAN_PORT": str(port), "GRANIAN_WORKERS": str(workers), "PATH": path}
+    command = [str(ROOT / "examples" / "granian.sh"), *([app] if app else [])]
+    with running(command, f"http://127.0.0.1:{port}", env) as base:
+        yield base
+
+
+@contextmanager
+def uwsgi(env: dict[str, str], module: str | None = None, workers: int = 2,
+          ini: bool = True) -> Iterator[str]:
+    """``uwsgi --ini examples/uwsgi.ini`` on 127.0.0.1 with ``workers`` processes: the ini's
+    paste pipeline, or ``module`` (UWSGI_MODULE) instead; yields the base URL. ``ini=False``:
+    a bare master and workers instead of the ini (uWSGI's defaults)."""
+    port = free_port()
+    env = {**env, "UWSGI_HTTP_SOCKET": f"127.0.0.1:{port}", "UWSGI_PROCESSES": str(workers)}
+    if module is not None:
+        env["UWSGI_MODULE"] = module
+    options = (["--ini", str(ROOT / "examples" / "uwsgi.ini")] if ini
+               else ["--master", "--enable-threads", "--die-on-term", "--need-app"])
+    with running([_venv_script("uwsgi"), *options], f"http://127.0.0.1:{port}", env) as base:
+        yield base
+
+class BlackHole:
+    """A dead origin on 127.0.0.1 that accepts connections and never answers (or reads)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        with suppress(OSError):  # wakes the accept() (close alone would not)
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+class Unaccepting:
+    """A dead origin on 127.0.0.1 that never accepts: its accept queue is kept full, so the
+    kernel drops further SYNs and a connect hangs until its timeout (a closed port would
+    refuse at once)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = int(self.sock.getsockname()[1])
+        self.fillers: list[socket.socket] = []
+        for _ in range(16):  # Linux queues backlog + 1 connections
+            filler = socket.socket()
+            filler.settimeout(0.2)
+            self.fillers.append(filler)
+            try:
+                filler.connect(("127.0.0.1", self.port))
+            except TimeoutError:
+                return  # full: this connect hung
+        raise RuntimeError("the accept queue never filled")
+
+    def close(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.sock.close()

@@ -204,15 +204,6 @@ def test_config_file_errors_do_not_echo_url_credentials(tmp_path: Path) -> None:
     assert "s3cr" not in str(info.value)
 
 
-def test_replace_makes_a_validated_copy() -> None:
-    config = load(allowed_networks=["127.0.0.1/32"], **MEM)
-    changed = config.replace(read_timeout="1s")
-    assert changed.read_timeout == 1 and config.read_timeout == 10
-    assert changed.allowed_networks == config.allowed_networks
-    with pytest.raises(ConfigError):
-        config.replace(read_timeout="never")
-
-
 def test_config_is_immutable() -> None:
     config = load(**MEM)
     with pytest.raises(AttributeError):
@@ -396,3 +387,25 @@ def test_ini_default_section_is_not_ours(tmp_path: Path) -> None:
     path = tmp_path / "paste.ini"
     path.write_text("[DEFAULT]\nhere = /srv\n\n[fic]\nbackend = memory\nretries = 1\n")
     assert load(config_file=str(path)).retries == 1
+
+
+def test_a_ready_config_is_taken_as_it_is() -> None:
+    config = Config.load(environ={}, backend="memory", prefix="/img")
+    assert FastImageCache(downstream, config).config is config
+
+
+def test_a_config_and_keyword_options_together_are_refused() -> None:
+    config = Config.load(environ={}, backend="memory")
+    with pytest.raises(TypeError, match="not both"):
+        FastImageCache(downstream, config, prefix="/img")  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("options, words", [
+    pytest.param({"max_bytes": "1MiB", "max_image_bytes": "2MiB"}, "1048576 < 2097152",
+                 id="max_bytes below max_image_bytes"),
+    pytest.param({"min_ttl": "2h", "max_ttl": "1h"}, "7200s > 3600s", id="min_ttl above max_ttl"),
+    pytest.param({"read_timeout": 0}, "got 0", id="zero timeout"),
+])
+def test_rule_errors_show_the_values(options: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        Config.load(environ={}, backend="memory", **options)

@@ -58,7 +58,7 @@ def test_corrupt_record_is_never_served_but_refetched(make_mw: Any, origin: Orig
     response = webtest.TestApp(mw).get(PATH)
     assert response.body == png("core.png")
     assert response.headers["Cache-Status"] == "fic; fwd=miss; stored"
-    assert mw.cache.corrupt_records == 1
+    assert mw.cache.stats.corrupt == 1
     assert origin.hits["/img/core.png"] == 2
     assert webtest.TestApp(mw).get(PATH).headers["Cache-Status"] == "fic; hit"
 

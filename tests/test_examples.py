@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def wait_for_line(path: Path, pattern: str, process: subprocess.Popen[bytes],
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without FIC_* variables: the middleware refuses unknown ones."""
+    """The environment without FIC_* variables (the test's own options only)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIC_")}
     return {**env, **extra}
 
@@ -105,13 +106,15 @@ def alive(pid: int) -> bool:
 
 
 class ImageSources(HTMLParser):
+    """The images of a page: ``src``, or ``data-src`` where the page's script loads them."""
+
     def __init__(self) -> None:
         super().__init__()
         self.srcs: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "img":
-            self.srcs.extend(v for k, v in attrs if k == "src" and v)
+            self.srcs.extend(v for k, v in attrs if k in ("src", "data-src") and v)
 
 
 def image_srcs(html: bytes) -> list[str]:
@@ -188,13 +191,17 @@ def test_example_under_gunicorn(spawn: Spawn, origin_url: str, tmp_path: Path,
 
 
 def test_scripts_demo(spawn: Spawn, tmp_path: Path) -> None:
-    port = free_port()
+    port, origin_port = free_port(), free_port()
     # XDG_RUNTIME_DIR: gunicorn's control socket goes there instead of the user's home.
-    env = clean_env(PORT=str(port), DEMO_CACHE_DIR=str(tmp_path / "cache"),
-                    XDG_RUNTIME_DIR=str(tmp_path))
-    demo, out, _ = spawn("demo", [str(ROOT / "scripts" / "demo")], env)
+    env = clean_env(PORT=str(port), ORIGIN_PORT=str(origin_port),
+                    DEMO_CACHE_DIR=str(tmp_path / "cache"), XDG_RUNTIME_DIR=str(tmp_path))
+    demo, out, err = spawn("demo", [str(ROOT / "scripts" / "demo")], env)
     # Generous: the first run on a machine may create .venv and pip install.
-    url = wait_for_line(out, rf"Open (http://127\.0\.0\.1:{port}/)", demo, 300).group(1)
+    url = wait_for_line(out, rf"\n(http://127\.0\.0\.1:{port}/)\n\Z", demo, 300).group(1)
+    printed = out.read_text()
+    assert err.read_text() == "" and "pip" not in printed and "gunicorn" not in printed
+    token = re.search(r"admin token: (\S+)", printed)
+    assert token and "/_fic/_admin/" in printed
 
     status, _, page = get(url)
     assert status == 200
@@ -203,14 +210,121 @@ def test_scripts_demo(spawn: Spawn, tmp_path: Path) -> None:
     assert (status, headers["Cache-Status"]) == (200, "fic; fwd=miss; stored")
     assert body.startswith(b"\x89PNG")
     assert os.listdir(tmp_path / "cache"), "DEMO_CACHE_DIR holds the cache"
+    assert get(f"{url}_fic/_admin/stats", {"Authorization": f"Bearer {token[1]}"})[0] == 200
+    assert 'href="/_fic/_admin/"' in page.decode()
 
     children = descendants(demo.pid)
     servers = [pid for pid, cmd in children.items() if "gunicorn" in cmd]
     origins = [pid for pid, cmd in children.items() if "examples/origin.py" in cmd]
     assert len(servers) == 3 and len(origins) == 1, children  # master, 2 workers; origin
+    assert f"--port {origin_port}" in children[origins[0]]
 
     # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
     os.killpg(demo.pid, signal.SIGINT)
     assert demo.wait(timeout=30) == 130, (out.read_text())
     assert not [pid for pid in children if alive(pid)], "gunicorn and the origin are stopped"
     assert not group_alive(demo.pid)
+
+
+def test_scripts_demo_takes_the_admin_token_given(spawn: Spawn, tmp_path: Path) -> None:
+    port = free_port()
+    env = clean_env(PORT=str(port), ORIGIN_PORT=str(free_port()), FIC_ADMIN_TOKEN="given-token",
+                    DEMO_CACHE_DIR=str(tmp_path / "cache"), XDG_RUNTIME_DIR=str(tmp_path))
+    demo, out, _ = spawn("demo", [str(ROOT / "scripts" / "demo")], env)
+    wait_for_line(out, rf"\n(http://127\.0\.0\.1:{port}/)\n\Z", demo, 300)
+    assert "admin token: given-token\n" in out.read_text()
+    status, _, _ = get(f"http://127.0.0.1:{port}/_fic/_admin/stats",
+                       {"Authorization": "Bearer given-token"})
+    assert status == 200
+
+
+def test_demo_page_labels_each_image_from_its_own_response(spawn: Spawn, origin_url: str,
+                                                           tmp_path: Path) -> None:
+    """In a real browser: one GET per image and page load (no separate probe), the label is
+    that response's Cache-Status, and a reload reaches the server (a hit, not the browser's
+    own cache)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from .test_admin_deployed import chromium
+
+    access = tmp_path / "access.log"
+    env = clean_env(FIC_CACHE_DIR=str(tmp_path / "cache"), FIC_ORIGINS=f"demo={origin_url}",
+                    FIC_ALLOWED_NETWORKS="127.0.0.1/32")
+    master, _, err = spawn("gunicorn", [
+        sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", "127.0.0.1:0",
+        "--access-logfile", str(access), *NO_CONTROL_SOCKET, "examples.flask_app.app:app"], env)
+    base = wait_for_line(err, r"Listening at: (http://127\.0\.0\.1:\d+)", master, 30).group(1)
+
+    def image_requests() -> list[str]:
+        return re.findall(r'"([A-Z]+) /_fic/o/demo/', access.read_text())
+
+    browser = chromium()
+    try:
+        for expected in ("fic; fwd=miss; stored", "fic; hit"):
+            browser.get(f"{base}/")
+            WebDriverWait(browser, 15).until(lambda b: all(
+                label.text == expected for label in b.find_elements(By.CSS_SELECTOR, "figcaption code")))
+            WebDriverWait(browser, 15).until(lambda b: b.execute_script(
+                "return [...document.images].every(i => i.complete && i.naturalWidth === 160)"))
+        WebDriverWait(browser, 15).until(lambda b: len(image_requests()) >= 2 * len(IMAGE_NAMES))
+        assert image_requests() == ["GET"] * (2 * len(IMAGE_NAMES))
+    finally:
+        browser.quit()
+
+
+# podman as this machine runs it: vfs storage (no overlay mounts in a VM), runc (crun refuses
+# hybrid cgroups), limits no higher than the host's hard ones (no CAP_SYS_RESOURCE).
+PODMAN = ["podman", "--storage-driver", "vfs", *(["--runtime", "runc"] if shutil.which("runc")
+                                                  else [])]
+LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+# A proxy here re-signs TLS: the build trusts what the host trusts (only where it exists).
+HOST_TRUST = [arg for path in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf")
+              if os.path.exists(path) for arg in ("--volume", f"{path}:{path}:ro")]
+IMAGE = "localhost/fic-middleware-test"
+
+
+def podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PODMAN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_dockerfile_serves_as_a_non_root_user_with_the_cache_on_a_volume(
+        origin_url: str, tmp_path: Path) -> None:
+    """scripts/test installs podman and makes the base image (no registry is reachable)."""
+    assert podman("image", "exists", "debian:bookworm-slim").returncode == 0, \
+        "no debian:bookworm-slim image: run scripts/test, which makes it"
+    # The context holds what the Dockerfile copies, not .venv (sending it takes minutes).
+    context = tmp_path / "context"
+    shutil.copytree(ROOT / "fic_middleware", context / "fic_middleware",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, context / name)
+    build = podman("build", "--network", "host", *LIMITS, *HOST_TRUST, "-f",
+                   str(ROOT / "examples" / "Dockerfile"), "-t", IMAGE, str(context), timeout=1200)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    port, name = free_port(), f"fic-test-{os.getpid()}"
+    run = podman("run", "-d", "--name", name, "--network", "host", *LIMITS,
+                 "-e", f"FIC_ORIGINS=demo={origin_url}", "-e", "FIC_ALLOWED_NETWORKS=127.0.0.1/32",
+                 "-e", f"GUNICORN_CMD_ARGS=--bind 127.0.0.1:{port} --workers 2",
+                 "-v", f"{name}:/var/cache/fic", IMAGE)
+    try:
+        assert run.returncode == 0, run.stderr
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, podman("logs", name).stderr
+                time.sleep(0.2)
+        for cache_status in ("fic; fwd=miss; stored", "fic; hit"):
+            status, headers, body = get(f"http://127.0.0.1:{port}/_fic/o/demo/dusk.png")
+            assert (status, headers["Cache-Status"]) == (200, cache_status)
+            assert body.startswith(b"\x89PNG")
+        assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
+        mountpoint = podman("volume", "inspect", "--format", "{{.Mountpoint}}", name).stdout
+        assert (Path(mountpoint.strip()) / "data.mdb").is_file(), "the cache is on the volume"
+    finally:
+        podman("rm", "-f", name)
+        podman("volume", "rm", "-f", name)

@@ -1,4 +1,4 @@
-"""Flask: ``fic_middleware.flask.init_app`` and the ``fic_url`` Jinja global, through
+"""Flask: ``fic_middleware.flask_ext.init_app`` and the ``fic_url`` Jinja global, through
 Flask's test client against the real origin."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from flask import Flask, render_template_string, request
 
 from fic_middleware import ConfigError, FastImageCache, sign_url
-from fic_middleware.flask import init_app
+from fic_middleware.flask_ext import init_app
 
 from .conftest import Origin
 from .images import png
@@ -155,5 +155,5 @@ def test_init_app_twice_is_refused(make_app: Any) -> None:
 
 
 def test_importing_the_module_does_not_import_flask() -> None:
-    code = "import sys, fic_middleware.flask; assert 'flask' not in sys.modules, 'flask imported'"
+    code = "import sys, fic_middleware.flask_ext; assert 'flask' not in sys.modules, 'flask imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fic_middleware.freshness import Freshness, Policy, delta_seconds, parse_cache_control
+from fic_middleware.freshness import Freshness, Policy, delta_seconds, http_date, parse_cache_control
 
 NOW = 1_800_000_000.0
 # default_ttl 555 s, min_ttl 60 s, max_ttl 1 day, swr 60 s, sie 1 day
@@ -150,3 +150,27 @@ def test_parse_cache_control(header: str, expected: dict[str, str | None]) -> No
 ])
 def test_delta_seconds(argument: str | None, expected: float | None) -> None:
     assert delta_seconds(argument) == expected
+
+
+@pytest.mark.parametrize("value, expected", [
+    pytest.param("Sun, 06 Nov 1994 08:49:37 GMT", 784111777.0, id="IMF-fixdate"),
+    pytest.param("Sunday, 06-Nov-94 08:49:37 GMT", 784111777.0, id="rfc850"),
+    pytest.param("Sun Nov  6 08:49:37 1994", 784111777.0, id="asctime"),
+    pytest.param("Sun, 06 Nov 1994 08:49:37 UTC", None, id="UTC is not GMT"),
+    pytest.param("Sun, 06 Nov 1994 08:49:37 AEST", None, id="another zone"),
+    pytest.param("Sun, 06 Nov 94 08:49:37 GMT", None, id="two-digit year in IMF"),
+    pytest.param("Sun 06 Nov 1994 08:49:37 GMT", None, id="no comma"),
+    pytest.param("Sun, 06-Nov-1994 08:49:37 GMT", None, id="dashes in IMF"),
+    pytest.param("Sun, 06 Nov 1994 8:49:37 GMT", None, id="one-digit hour"),
+    pytest.param("Sun, 31 Feb 1994 08:49:37 GMT", None, id="no such day"),
+    pytest.param("0", None, id="zero"),
+    pytest.param("", None, id="empty"),
+    pytest.param("Sun, 06 Nov 1994 08:49:37 GMT, Mon, 07 Nov 1994 08:49:37 GMT", None,
+                 id="two Expires lines joined"),
+])
+def test_http_date_takes_the_three_rfc9110_forms_only(value: str, expected: float | None) -> None:
+    assert http_date(value) == expected
+
+
+def test_an_expires_in_another_form_is_already_expired() -> None:
+    assert lifetime(None, expires="Sun, 06 Nov 2094 08:49:37 UTC") == 0

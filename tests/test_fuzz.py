@@ -1,6 +1,6 @@
 """Property-based fuzzing (hypothesis) of the parts that take untrusted text: the WSGI
 boundary and routing, URL canonicalisation and cache keys, signed URLs, HTTP header parsing,
-and the option parsers (CONTRACT §2, §3, §5, §6).
+and the option parsers (docs/RESPONSES.md, docs/CACHING.md, docs/CONFIGURATION.md).
 
 No test here touches the network: the middlewares use ``backend="memory"`` and a stub in
 place of ``Fetcher.fetch``, and a module-wide guard makes every socket connect or name
@@ -39,7 +39,7 @@ from fic_middleware.errors import BadRequest, ConfigError, Forbidden, NotFound, 
     RequestError
 from fic_middleware.fetch import Fetched, Fetcher
 from fic_middleware.freshness import Policy
-from fic_middleware.http import is_not_modified
+from fic_middleware.responses import is_not_modified
 from fic_middleware.record import Entry, strong_etag
 from fic_middleware.routing import Router, cache_key
 from fic_middleware.signing import b64encode
@@ -67,8 +67,8 @@ PREFIX = "/_fic"
 ORIGINS = {"a": "http://127.0.0.1:9/base", "b": "https://example.com"}
 KEY = "fuzz-signing-key"
 OTHER_KEY = "not-the-configured-key"
-# The contract's status table (CONTRACT §3); 500 is never an answer.
-CONTRACT_STATUSES = {200, 206, 304, 400, 403, 404, 405, 416, 429, 502, 503, 504}
+# The statuses of the response table (docs/RESPONSES.md); 500 is never an answer.
+TABLE_STATUSES = {200, 206, 304, 400, 403, 404, 405, 416, 429, 502, 503, 504}
 PNG = png("fuzz")
 LAST_MODIFIED = "Wed, 21 Oct 2026 07:28:00 GMT"
 _CONTROL_OR_BACKSLASH = re.compile(r"[\x00-\x20\x7f\\]")
@@ -318,7 +318,7 @@ def test_any_request_gets_a_contract_answer(harnesses: dict[bool, Harness], envi
         assert environ == before
         return
     assert not h.app.calls
-    assert status in CONTRACT_STATUSES, (status, body)
+    assert status in TABLE_STATUSES, (status, body)
     header_map = {k.lower(): v for k, v in headers}
     assert len(header_map) == len(headers), headers  # no header sent twice
     assert header_map["x-content-type-options"] == "nosniff"

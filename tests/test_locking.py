@@ -53,7 +53,6 @@ def fork_holding(locks: HostLocks, key: bytes, seconds: float) -> int:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         try:
-            locks._pid = 0  # its own descriptor, as after any fork
             locks.acquire(key, 5, lambda: False)
             os.write(write, b"1")
             time.sleep(seconds)

@@ -1,4 +1,4 @@
-"""The contract's response table (CONTRACT §3) through the WSGI boundary, against a real origin."""
+"""The contract's response table (docs/RESPONSES.md) through the WSGI boundary, against a real origin."""
 
 from __future__ import annotations
 

@@ -7,7 +7,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from .servers import ROOT
+
+pytestmark = pytest.mark.slow  # minutes: scripts/test --fast skips it, CI runs it
 
 
 def test_ssrf_suite_in_a_private_network_namespace() -> None:

@@ -98,8 +98,8 @@ def test_reader_memo_is_bounded() -> None:
     for i in range(5):
         key = bytes([i]) * 16
         reader.decode(key, record.encode(entry(), key))
-    assert reader._bytes <= reader.max_bytes
-    assert len(reader._memo) <= 2
+    assert reader.memo_bytes <= reader.max_bytes
+    assert reader.memo_entries() <= 2
 
 
 def test_a_record_only_checks_out_under_its_own_key() -> None:

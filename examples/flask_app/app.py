@@ -6,7 +6,8 @@ Configured only from the environment, so the same module runs under any server::
     FIC_ALLOWED_NETWORKS=127.0.0.1/32 gunicorn -w 2 examples.flask_app.app:app
 
 (``FIC_ALLOWED_NETWORKS`` because the sample origin is on loopback, which the address
-policy refuses otherwise.) ``scripts/demo`` does all of this for you.
+policy refuses otherwise; ``FIC_ADMIN_TOKEN=...`` adds the dashboard at ``/_fic/_admin/``.)
+``scripts/demo`` does all of this for you.
 """
 
 from __future__ import annotations
@@ -30,5 +31,9 @@ app.wsgi_app = fic  # type: ignore[method-assign]
 
 @app.get("/")
 def index() -> str:
-    urls = {name: f"{fic.config.prefix}/o/demo/{name}.png" for name in IMAGE_NAMES}
-    return render_template("index.html", title="fic_middleware + Flask", urls=urls)
+    prefix = fic.config.prefix
+    urls = {name: f"{prefix}/o/demo/{name}.png" for name in IMAGE_NAMES}
+    # The dashboard exists only with an admin token (FIC_ADMIN_TOKEN; scripts/demo sets one).
+    admin_url = f"{prefix}/_admin/" if fic.config.admin_token else None
+    return render_template("index.html", title="fic_middleware + Flask", urls=urls,
+                           prefix=prefix, admin_url=admin_url)

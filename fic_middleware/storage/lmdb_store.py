@@ -33,6 +33,7 @@ from typing import TypeVar
 
 import lmdb
 
+from .. import forks
 from ..eviction import POLICIES, Meta
 
 T = TypeVar("T")
@@ -171,17 +172,11 @@ _envs_lock = threading.Lock()
 _stores: weakref.WeakSet[LMDBStore] = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
+def _drop_inherited_envs() -> None:
     # The parent's handles are not valid here: close them so this process can open its own.
     for handle in _envs.values():
         handle.env.close()
     _envs.clear()
-    for store in _stores:
-        store._handle = None
-        store._touched = {}
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class LMDBStore:
@@ -198,6 +193,12 @@ class LMDBStore:
         self._handle: _Env | None = None
         self._touched: dict[bytes, int] = {}
         _stores.add(self)
+        forks.register(self)
+
+    def after_fork(self) -> None:
+        _drop_inherited_envs()  # idempotent: the first store in the child closes them all
+        self._handle = None
+        self._touched = {}
 
     def _open(self) -> _Env:
         with _envs_lock:

@@ -26,14 +26,31 @@ from .conftest import (
     whole,
 )
 
+pytestmark = pytest.mark.slow  # the reliability suite: scripts/test --fast skips it
+
 BODY = sized_png("fault", 48 << 10)
 HALF = len(BODY) // 2
 
 
+class Ahead:
+    """The wall clock, moved ``by`` seconds ahead."""
+
+    def __init__(self) -> None:
+        self.by = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.by
+
+
 @pytest.fixture
-def mw(make_mw: Any, fault_origin: FaultOrigin) -> Any:
+def ahead() -> Ahead:
+    return Ahead()
+
+
+@pytest.fixture
+def mw(make_mw: Any, fault_origin: FaultOrigin, ahead: Ahead) -> Any:
     return make_mw(origins={"f": fault_origin.base}, read_timeout="1s", total_timeout="2s",
-                   max_bytes="4MiB", max_image_bytes="1MiB")
+                   max_bytes="4MiB", max_image_bytes="1MiB", clock=ahead)
 
 
 def recovers(mw: Any, fault_origin: FaultOrigin, path: str, body: bytes = BODY) -> None:
@@ -45,7 +62,7 @@ def recovers(mw: Any, fault_origin: FaultOrigin, path: str, body: bytes = BODY) 
     second = call(mw, f"/_fic/o/f{path}")
     assert_sane(second, body)
     assert (second.status, second.headers["Cache-Status"]) == (200, "fic; hit")
-    assert mw.cache.corrupt_records == 0
+    assert mw.cache.stats.corrupt == 0
 
 
 def fails(mw: Any, path: str, status: int) -> Answer:
@@ -103,18 +120,19 @@ def test_truncated_body_is_an_error_then_the_key_recovers(
     recovers(mw, fault_origin, "/cut.png")
 
 
-def test_failed_revalidation_serves_the_stored_bytes(mw: Any, fault_origin: FaultOrigin) -> None:
+def test_failed_revalidation_serves_the_stored_bytes(mw: Any, fault_origin: FaultOrigin,
+                                                    ahead: Ahead) -> None:
     """An expired entry whose origin now breaks mid-body: stale_if_error serves the exact
     stored bytes (never the origin's half body), and the entry stays intact."""
     fault_origin.behave("/stale.png", *whole(BODY, "Cache-Control: max-age=60"))
     assert call(mw, "/_fic/o/f/stale.png").status == 200
     fault_origin.behave("/stale.png", head(len(BODY)) + BODY[:HALF], 0.05, RST)
-    mw.cache.clock = lambda: time.time() + 3600  # past max-age and stale_while_revalidate
+    ahead.by = 3600  # past max-age and stale_while_revalidate
     answer = call(mw, "/_fic/o/f/stale.png")
     assert_sane(answer, BODY)
     assert answer.status == 200 and "stale" in answer.headers["Cache-Status"]
     assert fault_origin.hits["/stale.png"] == 2
-    mw.cache.clock = time.time
+    ahead.by = 0
     hit = call(mw, "/_fic/o/f/stale.png")
     assert_sane(hit, BODY)
     assert hit.headers["Cache-Status"] == "fic; hit"

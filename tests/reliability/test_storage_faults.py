@@ -33,6 +33,8 @@ from .conftest import (
     whole,
 )
 
+pytestmark = pytest.mark.slow  # the reliability suite: scripts/test --fast skips it
+
 KIB = 1024
 
 
@@ -148,7 +150,7 @@ def test_damaged_record_is_refetched_never_served(make_mw: Any, fault_origin: Fa
     answer = call(mw, "/_fic/o/f/rec.png")
     assert_sane(answer, body)
     assert (answer.status, answer.headers["Cache-Status"]) == (200, "fic; fwd=miss; stored")
-    assert mw.cache.corrupt_records == 1
+    assert mw.cache.stats.corrupt == 1
     assert fault_origin.hits["/rec.png"] == 2
     hit = call(mw, "/_fic/o/f/rec.png")
     assert_sane(hit, body)
@@ -178,7 +180,7 @@ def test_verify_finds_every_kind_of_damage(make_mw: Any, fault_origin: FaultOrig
         answer = call(mw, path)
         assert_sane(answer, body)
         assert answer.headers["Cache-Status"] == "fic; fwd=miss; stored"
-    assert mw.cache.corrupt_records == len(DAMAGE)
+    assert mw.cache.stats.corrupt == len(DAMAGE)
     mw.close()
     verify = run_verify(cache_dir)
     assert verify.returncode == 0, verify
@@ -198,7 +200,7 @@ def test_record_of_another_version_is_a_miss(make_mw: Any, fault_origin: FaultOr
     answer = call(mw, "/_fic/o/f/ver.png")
     assert_sane(answer, body)
     assert answer.headers["Cache-Status"] == "fic; fwd=miss; stored"
-    assert mw.cache.corrupt_records == 0  # not damage: another release's format, replaced
+    assert mw.cache.stats.corrupt == 0  # not damage: another release's format, replaced
     assert call(mw, "/_fic/o/f/ver.png").headers["Cache-Status"] == "fic; hit"
 
 
@@ -229,7 +231,7 @@ def test_damage_by_another_process_while_the_cache_runs(make_mw: Any, fault_orig
     answer = call(mw, "/_fic/o/f/live.png")
     assert_sane(answer, body)
     assert answer.headers["Cache-Status"] == "fic; fwd=miss; stored"
-    assert mw.cache.corrupt_records == 1
+    assert mw.cache.stats.corrupt == 1
     assert call(mw, "/_fic/o/f/live.png").headers["Cache-Status"] == "fic; hit"
 
 
@@ -254,7 +256,7 @@ def test_bit_rot_in_data_mdb_while_the_cache_runs(make_mw: Any, fault_origin: Fa
     answer = call(mw, "/_fic/o/f/rot.png")
     assert_sane(answer, body)
     assert answer.headers["Cache-Status"] == "fic; fwd=miss; stored"
-    assert mw.cache.corrupt_records == 1
+    assert mw.cache.stats.corrupt == 1
     assert call(mw, "/_fic/o/f/rot.png").headers["Cache-Status"] == "fic; hit"
     mw.close()
     assert run_verify(tmp_path / "cache").returncode == 0

@@ -148,8 +148,15 @@ def test_kill_9_of_workers_while_storing(make_mw: Any, fault_origin: FaultOrigin
             futures = [pool.submit(client, i) for i in range(KEYS)]
             time.sleep(0.5)
             for _ in range(KILLS):
-                workers = _workers(base)
-                holders = _lock_holders(cache_dir / "fic.lock") & set(workers)
+                # Wait for a worker inside a fetch: on a loaded machine the replacement of the
+                # last victim may still be starting, and killing it proves nothing.
+                deadline = time.monotonic() + 10
+                while True:
+                    workers = _workers(base)
+                    holders = _lock_holders(cache_dir / "fic.lock") & set(workers)
+                    if holders or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.02)
                 victim = rng.choice(sorted(holders or workers))
                 try:
                     os.kill(victim, signal.SIGKILL)

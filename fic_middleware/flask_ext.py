@@ -2,7 +2,7 @@
 
 ::
 
-    from fic_middleware.flask import init_app
+    from fic_middleware.flask_ext import init_app
 
     app = Flask(__name__)
     app.config["FIC_CACHE_DIR"] = "/var/cache/fic"

@@ -15,7 +15,7 @@ from .record import MUST_REVALIDATE, NO_CACHE, Entry
 Headers = list[tuple[str, str]]
 
 NOSNIFF = ("X-Content-Type-Options", "nosniff")
-# An SVG can carry script; opened directly it must not run any or load anything (CONTRACT §3).
+# An SVG can carry script; opened directly it must not run any or load anything (docs/RESPONSES.md).
 SVG_CSP = ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _NO_STORE = ("Cache-Control", "no-store")
@@ -25,27 +25,25 @@ SHARED_HIT = "fic; hit; detail=shared"  # from the Redis tier, now in this host'
 # Served from the cache while a background fetch refreshes it (RFC 5861 semantics).
 STALE_HIT = "fic; hit; fwd=stale"
 STALE_IF_ERROR = "fic; hit; fwd=stale; detail=stale-if-error"
+# The origin's circuit is open (:mod:`breaker`): not forwarded, so a hit (RFC 9211 §2.1).
+ORIGIN_DOWN = "fic; hit; detail=origin-down"
 # Waited for another request's fetch of the same image, then served what it stored.
 COLLAPSED = "fic; fwd=miss; collapsed"
 
 
-def status_line(status: HTTPStatus) -> str:
-    return f"{status.value} {status.phrase}"
-
-
-OK = status_line(HTTPStatus.OK)
-NOT_MODIFIED = status_line(HTTPStatus.NOT_MODIFIED)
-PARTIAL = status_line(HTTPStatus.PARTIAL_CONTENT)
-RANGE_NOT_SATISFIABLE = status_line(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+_STATUS_LINES = {status: f"{status.value} {status.phrase}" for status in HTTPStatus}
 
 
 class Response:
-    """What the WSGI adapter sends: a status line, headers, a body (and the entry served)."""
+    """What the WSGI adapter sends: a status (``code``, and the ``status`` line that
+    start_response takes), headers, a body (and the entry served)."""
 
-    __slots__ = ("status", "headers", "body", "entry")
+    __slots__ = ("status", "code", "headers", "body", "entry")
 
-    def __init__(self, status: str, headers: Headers, body: bytes, entry: Entry | None = None):
-        self.status = status
+    def __init__(self, status: HTTPStatus, headers: Headers, body: bytes,
+                 entry: Entry | None = None):
+        self.code = status.value
+        self.status = _STATUS_LINES[status]
         self.headers = headers
         self.body = body
         self.entry = entry
@@ -59,7 +57,7 @@ def error_response(exc: RequestError) -> Response:
         headers.append(("Allow", "GET, HEAD"))
     if exc.retry_after is not None:
         headers.append(("Retry-After", str(exc.retry_after)))
-    return Response(status_line(exc.status), headers, body)
+    return Response(exc.status, headers, body)
 
 
 def hit_response(entry: Entry, now: float, client_max_age: float) -> Response:
@@ -68,9 +66,9 @@ def hit_response(entry: Entry, now: float, client_max_age: float) -> Response:
     Shared between requests: the WSGI adapter hands start_response a copy of the headers.
     """
     second = int(now)
-    cached = entry.hit
+    cached = entry.response_memo
     if cached is None or cached[0] != second:
-        cached = entry.hit = (second, image_response(entry, HIT, now, client_max_age))
+        cached = entry.response_memo = (second, image_response(entry, HIT, now, client_max_age))
     response: Response = cached[1]
     return response
 
@@ -105,14 +103,14 @@ def image_response(entry: Entry, cache_status: str, now: float, client_max_age: 
         headers.append(("Last-Modified", entry.last_modified))
     if entry.content_type == "image/svg+xml":
         headers.append(SVG_CSP)
-    return Response(OK, headers, entry.body, entry)
+    return Response(HTTPStatus.OK, headers, entry.body, entry)
 
 
 def not_modified(response: Response) -> Response:
     """The 304 for an image answer: same validators and caching headers, no body.
     RFC 9110 §15.4.5: Content-Length of a 304 would describe the omitted body; drop it."""
     headers = [h for h in response.headers if h[0] not in ("Content-Type", "Content-Length")]
-    return Response(NOT_MODIFIED, headers, b"")
+    return Response(HTTPStatus.NOT_MODIFIED, headers, b"")
 
 
 def ranged(response: Response, range_header: str, if_range: str | None) -> Response:
@@ -132,11 +130,11 @@ def ranged(response: Response, range_header: str, if_range: str | None) -> Respo
         headers = [h for h in headers if h[0] != "Content-Type"]
         body = b"range not satisfiable\n"
         headers += [_TEXT, ("Content-Range", f"bytes */{size}"), ("Content-Length", str(len(body)))]
-        return Response(RANGE_NOT_SATISFIABLE, headers, body, None)
+        return Response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, headers, body, None)
     first, last = bounds
     part = entry.body[first:last + 1]
     headers += [("Content-Range", f"bytes {first}-{last}/{size}"), ("Content-Length", str(len(part)))]
-    return Response(PARTIAL, headers, part, entry)
+    return Response(HTTPStatus.PARTIAL_CONTENT, headers, part, entry)
 
 
 _UNSATISFIABLE = (-1, -1)
