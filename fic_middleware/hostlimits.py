@@ -111,20 +111,21 @@ class BucketTable:
 def _place(window: tuple[float, ...], digest: int, now: float, rate: float, burst: float
            ) -> tuple[int, float]:
     """The slot of ``digest`` in ``window`` and its tokens now: its own slot if it has one,
-    else the first empty or full one, else the one closest to full (a fresh bucket)."""
-    free = -1
+    else an empty one, else a full one, else the one closest to full (a fresh bucket)."""
+    hashes = window[0::3]
+    if digest in hashes:  # the common cases first, at C speed
+        index = hashes.index(digest)
+        return index, _refilled(window[3 * index + 1], window[3 * index + 2], now, rate, burst)
+    if 0 in hashes:
+        return hashes.index(0), burst
     fullest, most = 0, -_NEVER
     for index in range(PROBE):
-        held, tokens, at = window[3 * index:3 * index + 3]
-        level = _refilled(tokens, at, now, rate, burst) if held else burst
-        if held == digest:
-            return index, level
+        level = _refilled(window[3 * index + 1], window[3 * index + 2], now, rate, burst)
         if level >= burst:
-            if free < 0:
-                free = index
-        elif level > most:
+            return index, burst
+        if level > most:
             fullest, most = index, level
-    return (free if free >= 0 else fullest), burst
+    return fullest, burst
 
 
 def _refilled(tokens: float, at: float, now: float, rate: float, burst: float) -> float:
