@@ -115,7 +115,8 @@ class Config:
         "Remote URL hosts allowed: exact names or *.example.com (empty: any public host).")
     # Off by default: a page of new images is a burst of misses from one client.
     miss_rate: float | None = option(o.optional(o.number), None,
-        "Misses per second per client network (client_ipv4_prefix, client_ipv6_prefix).")
+        "Misses per second per client network (client_ipv4_prefix, client_ipv6_prefix), "
+        "counted for the whole host (every worker), or every host sharing redis_url.")
     miss_burst: int = option(o.positive, 20,
         "Misses a client may make at once (token bucket size).")
     # One IPv6 host owns a /64 and rotates addresses inside it (RFC 8981); IPv4 hosts one address.
@@ -126,7 +127,7 @@ class Config:
     lock_timeout: float = option(o.duration, 10.0,
         "How long a request waits for another one's fetch of the same image.")
     max_inflight_fetches: int = option(o.positive, 64,
-        "Origin fetches at once per process; more get 503.")
+        "Origin fetches at once on this host (every worker); more get 503.")
     trusted_proxies: tuple[Network, ...] = option(o.networks, (),
         "Proxies whose X-Forwarded-For names the client (REMOTE_ADDR otherwise).")
     config_file: str | None = option(o.optional(o.path), None,

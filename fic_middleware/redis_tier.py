@@ -3,10 +3,12 @@
 Each host keeps its LMDB cache (L1); a miss there asks Redis (L2) before the origin, and a
 fetch stores in both. Whoever can write to Redis is not trusted: each value is
 ``HMAC-SHA256(auth_key, key | record) | record``, and a value whose tag does not check out
-is dropped as corrupt (the caller then checks type and magic bytes like a fetch's). A lock with ``SET NX PX`` makes one host fetch a key while the others
-wait. Redis is a helper, never a dependency of a request: every call has short timeouts,
-a failure is counted and logged at most once a minute, and after one the tier is skipped
-for a few seconds (so a dead Redis costs nothing per request).
+is dropped as corrupt (the caller then checks type and magic bytes like a fetch's). A lock
+with ``SET NX PX`` makes one host fetch a key while the others wait; the hosts' miss
+buckets (:class:`limits.ClusterMissLimiter`) live there too. Redis is a helper, never a
+dependency of a request: every call has short timeouts, a failure is counted and logged at
+most once a minute, and after one the tier is skipped for a few seconds (so a dead Redis
+costs nothing per request).
 """
 
 from __future__ import annotations
