@@ -41,8 +41,7 @@ _SLOT = struct.Struct("<Qdd")  # key hash (0: empty), tokens, time of the last t
 PROBE = 8  # slots a key may live in
 SLOTS = 1 << 16  # 1.5 MiB; a bucket needs a slot only while it is not full
 _WINDOW = struct.Struct("<" + "Qdd" * PROBE)
-# A process that reads time before the file's (a file from before a reboot) sees full buckets.
-_NEVER = float("inf")
+_NEVER = float("inf")  # the wait for a token when none comes back (rate 0)
 
 
 class BucketTable:
@@ -129,7 +128,7 @@ def _place(window: tuple[float, ...], digest: int, now: float, rate: float, burs
 
 
 def _refilled(tokens: float, at: float, now: float, rate: float, burst: float) -> float:
-    if now < at:  # written before this boot's clock began
+    if now < at:  # written before a reboot: time.monotonic() starts again at boot
         return burst
     return min(burst, tokens + (now - at) * rate)
 
