@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .config import OPTIONS, Config
-from .options import Option, shown_default, without_userinfo
+from .options import GROUPS, Option, shown_default, without_userinfo
 from .errors import ConfigError, RequestError
 from .middleware import FastImageCache
 from .signing import sign_url
@@ -31,18 +31,11 @@ OK, PROBLEMS, USAGE = 0, 1, 2
 # The options each command reads, in the groups its --help shows.
 _STORE = ("config_file", "cache_dir")
 _SEALED = ("encryption_key", "encryption_key_file")  # to read records written with a key
-_CACHE = (*_STORE, "backend", "max_bytes", "max_entries", "eviction", *_SEALED)
 _SIGNING = ("signing_key", "signing_keys", "signing_key_file")
 _ROUTING = ("prefix", "origins", "forward_query", "allowed_hosts", *_SIGNING)
-_FETCH = ("allowed_networks", "max_image_bytes", "allowed_types", "connect_timeout",
-          "read_timeout", "total_timeout", "retries", "max_redirects", "verify_tls",
-          "ca_bundle", "max_inflight_fetches", "lock_timeout")
-_FRESHNESS = ("default_ttl", "min_ttl", "max_ttl", "client_max_age", "stale_while_revalidate",
-              "stale_if_error", "negative_ttl")
-_SERVING = ("admin_token", "admin_token_file", "redis_url", "miss_rate", "miss_burst",
-            "trusted_proxies")
-_GROUPS = {"cache": _CACHE, "origins and URLs": _ROUTING, "origin fetches": _FETCH,
-           "freshness": _FRESHNESS, "serving": _SERVING}
+# serve runs the whole middleware: every option, in the groups of the option table.
+_GROUPS = {group: tuple(o.name for o in OPTIONS if o.group == group and o.name != "origin_headers")
+           for group in GROUPS}
 
 
 class UsageError(Exception):
@@ -285,8 +278,8 @@ def _parsers() -> tuple[_Parser, dict[str, _Parser]]:
     verify.add_argument("--fix", action="store_true", help="delete the damaged records")
     verify.set_defaults(run=cmd_verify)
     warm = command("warm", "Fetch the images listed in FILE (URLs or paths, one per line).",
-                   {"cache": _CACHE, "origins and URLs": _ROUTING, "origin fetches": _FETCH,
-                    "freshness": _FRESHNESS}, usage="FILE ")
+                   {group: _GROUPS[group] for group in GROUPS if group != "serving"},
+                   usage="FILE ")
     warm.add_argument("file", metavar="FILE")
     warm.set_defaults(run=cmd_warm)
     command("gc", "Remove entries too old to serve, and unreadable ones.",

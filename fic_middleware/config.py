@@ -36,62 +36,62 @@ _SECRET_MASK = "***"
 class Config:
     """Validated, immutable options. Build it with :meth:`Config.load`."""
 
-    prefix: str = option(o.url_prefix, "/_fic", "URL path under which images are served.")
+    prefix: str = option(o.url_prefix, "/_fic", "URL path under which images are served.", group="origins and URLs")
     backend: str = option(o.choice("lmdb", "memory"), "lmdb",
-        "Storage: 'lmdb' (one env per host, shared by workers) or 'memory' (per process).")
+        "Storage: 'lmdb' (one env per host, shared by workers) or 'memory' (per process).", group="cache")
     cache_dir: str | None = option(o.optional(o.path), None,
-        "Directory of the LMDB cache; required for lmdb.")
-    origins: dict[str, str] = option(o.origins, {}, "Mapped origins: name -> base URL.")
+        "Directory of the LMDB cache; required for lmdb.", group="cache")
+    origins: dict[str, str] = option(o.origins, {}, "Mapped origins: name -> base URL.", group="origins and URLs")
     origin_headers: dict[str, dict[str, str]] = option(o.origin_headers, {},
-        "Per-origin request headers (e.g. Authorization), never shown to clients.", secret=True)
+        "Per-origin request headers (e.g. Authorization), never shown to clients.", secret=True, group="origins and URLs")
     forward_query: bool = option(o.boolean, False,
-        "Pass the query string to mapped origins (and key on it).")
+        "Pass the query string to mapped origins (and key on it).", group="origins and URLs")
     # Cache budget: the LMDB map is sized from it, with room for B-tree overhead.
-    max_bytes: int = option(o.size, GiB, "Upper bound of stored image bytes.")
+    max_bytes: int = option(o.size, GiB, "Upper bound of stored image bytes.", group="cache")
     max_entries: int | None = option(o.optional(o.count), None,
-        "Optional upper bound of stored entries.")
+        "Optional upper bound of stored entries.", group="cache")
     # LRU is what operators expect; s3fifo has the lower miss ratio on skewed traffic.
     eviction: str = option(o.choice("lru", "fifo", "ttl", "s3fifo"), "lru",
-        "Eviction policy: lru, fifo, ttl (soonest expiry first) or s3fifo.")
+        "Eviction policy: lru, fifo, ttl (soonest expiry first) or s3fifo.", group="cache")
     # 10 MiB covers any photo a page shows; larger bodies are refused while streaming.
-    max_image_bytes: int = option(o.size, 10 * MiB, "Largest image fetched from an origin.")
+    max_image_bytes: int = option(o.size, 10 * MiB, "Largest image fetched from an origin.", group="origin fetches")
     allowed_types: frozenset[str] = option(o.types, DEFAULT_TYPES,
-        "Image Content-Types accepted from origins.")
-    connect_timeout: float = option(o.duration, 3.0, "Origin connect timeout.")
-    read_timeout: float = option(o.duration, 10.0, "Origin timeout between two reads.")
+        "Image Content-Types accepted from origins.", group="origin fetches")
+    connect_timeout: float = option(o.duration, 3.0, "Origin connect timeout.", group="origin fetches")
+    read_timeout: float = option(o.duration, 10.0, "Origin timeout between two reads.", group="origin fetches")
     # A slow-drip origin sends a byte per read_timeout forever; this cuts it.
-    total_timeout: float = option(o.duration, 20.0, "Origin timeout for a whole fetch.")
-    retries: int = option(o.count, 2, "Retries on connect errors and origin 502/503/504.")
-    max_redirects: int = option(o.count, 3, "Redirects followed; one more is a 502.")
+    total_timeout: float = option(o.duration, 20.0, "Origin timeout for a whole fetch.", group="origin fetches")
+    retries: int = option(o.count, 2, "Retries on connect errors and origin 502/503/504.", group="origin fetches")
+    max_redirects: int = option(o.count, 3, "Redirects followed; one more is a 502.", group="origin fetches")
     # nginx's max_fails is 1 per worker; 5 in a row for the whole host rides out a blip.
     breaker_failures: int = option(o.count, 5,
-        "Consecutive failures of an origin host that open its circuit (0: never).")
+        "Consecutive failures of an origin host that open its circuit (0: never).", group="origin fetches")
     # nginx's fail_timeout is 10s; 30s lets a restarting origin come back before a probe.
     breaker_cooldown: float = option(o.duration, 30.0,
-        "How long an open circuit fails misses at once before one request probes.")
-    verify_tls: bool = option(o.boolean, True, "Verify origin certificates (certifi or ca_bundle).")
-    ca_bundle: str | None = option(o.optional(o.path), None, "CA bundle file instead of certifi's.")
+        "How long an open circuit fails misses at once before one request probes.", group="origin fetches")
+    verify_tls: bool = option(o.boolean, True, "Verify origin certificates (certifi or ca_bundle).", group="origin fetches")
+    ca_bundle: str | None = option(o.optional(o.path), None, "CA bundle file instead of certifi's.", group="origin fetches")
     # Loopback, private, link-local... are refused unless listed here (docs/SECURITY.md).
     allowed_networks: tuple[Network, ...] = option(o.networks, (),
-        "CIDRs exempt from the address policy.")
-    default_ttl: float = option(o.duration, 86400.0, "Freshness when the origin says nothing.")
-    min_ttl: float = option(o.duration, 60.0, "Lower clamp of origin freshness.")
-    max_ttl: float = option(o.duration, 30 * 86400.0, "Upper clamp of origin freshness.")
+        "CIDRs exempt from the address policy.", group="origin fetches")
+    default_ttl: float = option(o.duration, 86400.0, "Freshness when the origin says nothing.", group="freshness")
+    min_ttl: float = option(o.duration, 60.0, "Lower clamp of origin freshness.", group="freshness")
+    max_ttl: float = option(o.duration, 30 * 86400.0, "Upper clamp of origin freshness.", group="freshness")
     client_max_age: float = option(o.duration, 86400.0,
-        "Cap of Cache-Control max-age sent to clients.")
+        "Cap of Cache-Control max-age sent to clients.", group="freshness")
     stale_while_revalidate: float = option(o.duration, 60.0,
-        "Serve an expired entry this long while one background fetch refreshes it.")
+        "Serve an expired entry this long while one background fetch refreshes it.", group="freshness")
     stale_if_error: float = option(o.duration, 86400.0,
-        "Serve an expired entry this long when the origin fails.")
+        "Serve an expired entry this long when the origin fails.", group="freshness")
     negative_ttl: float = option(o.duration, 30.0,
-        "Remember an origin's 404/410 this long (0: never).")
+        "Remember an origin's 404/410 this long (0: never).", group="freshness")
     # Their own budget: a crawl of missing paths must not push real images out.
     negative_max_entries: int = option(o.positive, 10_000,
-        "Remembered 404/410s kept at most (a store of their own, never evicting images).")
+        "Remembered 404/410s kept at most (a store of their own, never evicting images).", group="cache")
     encryption_key: str | None = option(o.optional(o.secret_str), None,
-        "Encrypt stored bodies (AES-GCM); needs fic-middleware[encryption].", secret=True)
+        "Encrypt stored bodies (AES-GCM); needs fic-middleware[encryption].", secret=True, group="cache")
     encryption_key_file: str | None = option(o.optional(o.path), None,
-        "File holding the encryption_key.")
+        "File holding the encryption_key.", group="cache")
     # Off unless set: without a token, {prefix}/_admin is a plain 404.
     admin_token: str | None = option(o.optional(o.secret_str), None,
         "Bearer token of {prefix}/_admin (needs fic-middleware[admin]).", secret=True)
@@ -106,13 +106,13 @@ class Config:
     redis_key_file: str | None = option(o.optional(o.path), None, "File holding the redis_key.")
     # Remote mode ({prefix}/r/{sig}/{b64url}) is off until a key is configured.
     signing_key: str | None = option(o.optional(o.secret_str), None,
-        "HMAC key that signs and verifies remote URLs.", secret=True)
+        "HMAC key that signs and verifies remote URLs.", secret=True, group="origins and URLs")
     signing_keys: tuple[str, ...] = option(o.secret_words, (),
-        "More keys that verify (rotation); without signing_key the first one signs.", secret=True)
+        "More keys that verify (rotation); without signing_key the first one signs.", secret=True, group="origins and URLs")
     signing_key_file: str | None = option(o.optional(o.path), None,
-        "File with signing keys, one per line, added after signing_key(s).")
+        "File with signing keys, one per line, added after signing_key(s).", group="origins and URLs")
     allowed_hosts: tuple[str, ...] = option(o.hosts, (),
-        "Remote URL hosts allowed: exact names or *.example.com (empty: any public host).")
+        "Remote URL hosts allowed: exact names or *.example.com (empty: any public host).", group="origins and URLs")
     # Off by default: a page of new images is a burst of misses from one client.
     miss_rate: float | None = option(o.optional(o.number), None,
         "Misses per second per client network (client_ipv4_prefix, client_ipv6_prefix), "
@@ -125,13 +125,14 @@ class Config:
     client_ipv6_prefix: int = option(o.prefix_length(128), 64,
         "IPv6 clients share a miss budget per network of this prefix length.")
     lock_timeout: float = option(o.duration, 10.0,
-        "How long a request waits for another one's fetch of the same image.")
+        "How long a request waits for another one's fetch of the same image.", group="origin fetches")
     max_inflight_fetches: int = option(o.positive, 64,
-        "Origin fetches at once on this host (every worker); more get 503.")
+        "Origin fetches at once on this host (every worker); more get 503.",
+        group="origin fetches")
     trusted_proxies: tuple[Network, ...] = option(o.networks, (),
         "Proxies whose X-Forwarded-For names the client (REMOTE_ADDR otherwise).")
     config_file: str | None = option(o.optional(o.path), None,
-        "TOML or INI file with a [fic] section.")
+        "TOML or INI file with a [fic] section.", group="cache")
 
     def __repr__(self) -> str:
         fields = []
@@ -198,8 +199,8 @@ class Config:
 def _table() -> tuple[Option, ...]:
     rows = []
     for field in dataclasses.fields(Config):
-        parse, default, doc, secret = field.metadata["option"]
-        rows.append(Option(field.name, parse, default, doc, secret, o.kind_of(parse)))
+        parse, default, doc, secret, group = field.metadata["option"]
+        rows.append(Option(field.name, parse, default, doc, secret, o.kind_of(parse), group))
     return tuple(rows)
 
 

@@ -324,11 +324,19 @@ class Option:
     doc: str
     secret: bool = False
     kind: str = "string"  # see kind_of()
+    group: str = "serving"  # where --help and the docs show it
 
 
-def option(parse: Parser, default: Any, doc: str, *, secret: bool = False) -> Any:
-    """A :class:`~fic_middleware.config.Config` field that is also a row of the option table."""
-    return dataclasses.field(metadata={"option": (parse, default, doc, secret)})
+def option(parse: Parser, default: Any, doc: str, *, secret: bool = False,
+           group: str = "serving") -> Any:
+    """A :class:`~fic_middleware.config.Config` field that is also a row of the option table;
+    ``group`` is one of GROUPS (how --help and docs/CONFIGURATION.md sort it)."""
+    if group not in GROUPS:
+        raise ValueError(f"option group {group!r} is not one of {GROUPS}")
+    return dataclasses.field(metadata={"option": (parse, default, doc, secret, group)})
+
+
+GROUPS = ("cache", "origins and URLs", "origin fetches", "freshness", "serving")
 
 
 def without_userinfo(text: str) -> str:
