@@ -14,6 +14,9 @@ class Options(TypedDict, total=False):
     cache_dir: str | None
     origins: Mapping[str, str] | str
     origin_headers: Mapping[str, Mapping[str, str] | str]
+    pass_headers: Sequence[str] | str
+    add_headers: Mapping[str, str] | str
+    cors_origins: Sequence[str] | str
     forward_query: bool | str
     max_bytes: int | str
     max_entries: int | str | None

@@ -43,7 +43,19 @@ class Config:
         "Directory of the LMDB cache; required for lmdb.", group="cache")
     origins: dict[str, str] = option(o.origins, {}, "Mapped origins: name -> base URL.", group="origins and URLs")
     origin_headers: dict[str, dict[str, str]] = option(o.origin_headers, {},
-        "Per-origin request headers (e.g. Authorization), never shown to clients.", secret=True, group="origins and URLs")
+        "Per-origin request headers (e.g. Authorization), never shown to clients.", secret=True,
+        group="origins and URLs")
+    # What browsers need of an image besides its bytes; never cookies or what we set ourselves.
+    pass_headers: tuple[str, ...] = option(o.header_names,
+        ("Access-Control-Allow-Origin", "Timing-Allow-Origin", "Content-Disposition", "Link"),
+        "Origin response headers stored with an image and replayed (Content-Disposition only "
+        "when inline); never Set-Cookie, hop-by-hop headers, Server or the cache's own.")
+    add_headers: dict[str, str] = option(o.fixed_headers, {},
+        "Fixed headers added to every image response.")
+    # Canvas and WebGL read pixels of a cross-origin image only with CORS (the Fetch standard).
+    cors_origins: tuple[str, ...] = option(o.cors_origins, (),
+        "Web origins allowed to read images cross-origin: '*' or exact origins like "
+        "https://app.example.com (answered on hits, and to preflights).")
     forward_query: bool = option(o.boolean, False,
         "Pass the query string to mapped origins (and key on it).", group="origins and URLs")
     # Cache budget: the LMDB map is sized from it, with room for B-tree overhead.

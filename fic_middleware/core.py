@@ -8,6 +8,11 @@ background fetch revalidates it (until ``stale_until``), and when the origin is 
 times out or answers 500/502/503/504 (until ``error_until``). An origin's 4xx is its answer:
 the stored copy is dropped. An origin's 404/410 is remembered for ``negative_ttl`` seconds,
 in a store of its own, so that requests for missing images never evict real ones.
+
+``Vary`` (RFC 9111 §4.1): an origin that answers ``Vary: Accept`` for a URL gets one entry
+per Accept class (:mod:`routing`) and a bodiless marker (``record.VARIES``) under the URL's
+own key, so only the requests for such URLs ever look at the client's Accept; any other Vary
+is served once and not stored.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from . import responses
 from .config import Config
@@ -27,12 +33,14 @@ from .freshness import Policy
 from .limits import InflightLimiter, MissLimiter
 from .locking import Lock, SingleFlight
 from .metrics import Stats
-from .record import MUST_REVALIDATE, NEGATIVE, NO_CACHE, Entry, strong_etag
-from .routing import ImageRequest
+from .record import MUST_REVALIDATE, NEGATIVE, NO_CACHE, VARIANT, VARIES, Entry, strong_etag
+from .routing import ImageRequest, accept_class
 from .tiers import Tiers
 
 log = logging.getLogger("fic_middleware")
 _REFRESH_THREADS = 4
+_CLASSED_MEMO = 4096  # requests of one Accept class, kept like the router's routes
+_NO_HEADERS: Mapping[str, Any] = {}
 
 
 class ImageCache:
@@ -65,11 +73,16 @@ class ImageCache:
         self._decode = tiers.reader.decode
         self._shared = tiers.shared is not None
         self._client_max_age = config.client_max_age
+        # Prebuilt into every image response (and each hit's per-second response).
+        self._extra = tuple(responses.fixed_headers(config.add_headers, config.cors_origins))
+        self._classed: dict[tuple[bytes, str, bool], ImageRequest] = {}
 
-    def respond(self, request: ImageRequest, client: str | None = None) -> responses.Response:
+    def respond(self, request: ImageRequest, client: str | None = None,
+                environ: Mapping[str, Any] = _NO_HEADERS) -> responses.Response:
         """The image response for ``request``; raises RequestError for the error statuses.
         ``client`` (an address) is charged for the request if it goes to the origin; None
-        charges nobody (miss_rate off, or a background refresh)."""
+        charges nobody (miss_rate off, or a background refresh). ``environ`` is the request's
+        (WSGI keys): its ``HTTP_ACCEPT`` is read past a fresh hit only."""
         try:
             entry = self._get(request.key, self._decode)
         except Exception as exc:
@@ -81,7 +94,9 @@ class ImageCache:
             self.stats.hit += 1
             if entry.negative:
                 return responses.NEGATIVE_HIT
-            return responses.hit_response(entry, now, self._client_max_age)
+            return responses.hit_response(entry, now, self._client_max_age, self._extra)
+        if not request.accept_class:  # from here on, the request of the client's Accept class
+            request = self._class_of(request, accept_class(environ.get("HTTP_ACCEPT", "")), False)
         if entry is None:
             negative = self.tiers.negative(request.key)
             if negative is not None and now < negative.expires_at:
@@ -93,12 +108,26 @@ class ImageCache:
                 self.stats.hit += 1
                 if entry.negative:
                     return responses.NEGATIVE_HIT
-                return responses.image_response(entry, responses.SHARED_HIT, now, self._client_max_age)
+                return responses.image_response(entry, responses.SHARED_HIT, now,
+                                                self._client_max_age, extra=self._extra)
+        if entry is not None and entry.flags & VARIES:
+            # The URL varies on Accept: the client's class has an entry of its own.
+            return self.respond(self._class_of(request, request.accept_class, True), client)
         if entry is not None and not entry.negative and now < entry.stale_until:
             self.stats.result("stale")
             self._refresh_later(request, entry)
-            return responses.image_response(entry, responses.STALE_HIT, now, 0)
+            return responses.image_response(entry, responses.STALE_HIT, now, 0, extra=self._extra)
         return self._fetch(request, entry, client)
+
+    def _class_of(self, request: ImageRequest, name: str, variant: bool) -> ImageRequest:
+        """``request.classed(name, variant)``, remembered (cleared when full)."""
+        memo_key = (request.base, name, variant)
+        found = self._classed.get(memo_key)
+        if found is None:
+            if len(self._classed) >= _CLASSED_MEMO:
+                self._classed.clear()
+            found = self._classed[memo_key] = request.classed(name, variant)
+        return found
 
     def _fetch(self, request: ImageRequest, stale: Entry | None, client: str | None
                ) -> responses.Response:
@@ -111,7 +140,7 @@ class ImageCache:
         flight, leader = self.flights.join(key)
         if not leader:
             flight.done.wait(self.config.lock_timeout)
-            collapsed = self._collapsed(key)
+            collapsed = self._collapsed(request)
             if collapsed is not None:
                 return collapsed
             if flight.error is not None:
@@ -130,25 +159,29 @@ class ImageCache:
         (it is served as soon as it is stored), take over if its process dies."""
         key = request.key
         if not self.locks.acquire(key, self.config.lock_timeout,
-                                  lambda: self._collapsed(key) is not None):
-            collapsed = self._collapsed(key)
+                                  lambda: self._collapsed(request) is not None):
+            collapsed = self._collapsed(request)
             if collapsed is not None:
                 return collapsed
             log.warning("waited lock_timeout for another fetch of %s; fetching", request.url)
             return self._fetch_origin(request, stale)
         try:
             # Another process may have stored it between our look and our lock.
-            collapsed = self._collapsed(key)
+            collapsed = self._collapsed(request)
             if collapsed is not None:
                 return collapsed
             return self._fetch_origin(request, stale)
         finally:
             self.locks.release(key)
 
-    def _collapsed(self, key: bytes) -> responses.Response | None:
+    def _collapsed(self, request: ImageRequest) -> responses.Response | None:
         """The answer for a request that waited on another's fetch, if that one stored."""
+        key = request.key
         try:
             entry = self._get(key, self._decode)
+            if entry is not None and entry.flags & VARIES:  # what it stored is a variant
+                key = self._class_of(request, request.accept_class, True).key
+                entry = self._get(key, self._decode)
         except Exception:
             return None
         if entry is None:
@@ -161,14 +194,16 @@ class ImageCache:
         self.stats.result("collapsed")
         if entry.negative:
             return responses.NEGATIVE_HIT
-        return responses.image_response(entry, responses.COLLAPSED, now, self._client_max_age)
+        return responses.image_response(entry, responses.COLLAPSED, now, self._client_max_age,
+                                        extra=self._extra)
 
     def _fetch_origin(self, request: ImageRequest, stale: Entry | None) -> responses.Response:
         started = time.monotonic()
         try:
             # A down origin fails at once, before taking an in-flight slot (breaker.py).
             with self.breaker.guard(request.url), self.inflight.slot():
-                fetched = self.fetcher.fetch(request.url, request.headers, _validators(stale))
+                fetched = self.fetcher.fetch(request.url, request.headers, _validators(stale),
+                                             request.accept)
         except NotFound:
             self._remember_gone(request.key)
             raise
@@ -185,7 +220,7 @@ class ImageCache:
                 self.stats.result("stale")
                 status = responses.ORIGIN_DOWN if isinstance(exc, OriginDown) else \
                     responses.STALE_IF_ERROR
-                return responses.image_response(stale, status, now, 0)
+                return responses.image_response(stale, status, now, 0, extra=self._extra)
             raise
         self.stats.fetched(request.origin, time.monotonic() - started, len(fetched.body))
         self.stats.result("miss")
@@ -208,21 +243,35 @@ class ImageCache:
         freshness = self.policy.freshness(entry.cache_control, fetched.expires, fetched.date,
                                           fetched.age, now)
         forwarded = "stale" if stale is not None else "miss"
-        if freshness is None:
-            log.debug("not stored: origin forbids it (%s)", fetched.cache_control)
+        # A 304 answers for the entry it revalidates (RFC 9111 §4.3.4), variant or not.
+        vary = ("accept" if stale and stale.flags & VARIANT else "") if revalidated \
+            else fetched.vary
+        if freshness is None or vary == "other":
+            log.debug("not stored: origin forbids it (Cache-Control %s, Vary %s)",
+                      fetched.cache_control, vary or "none")
             if revalidated:
                 self.tiers.delete(request.key)
-            return responses.image_response(entry, f"fic; fwd={forwarded}", now, 0, cacheable=False)
+            return responses.image_response(entry, f"fic; fwd={forwarded}", now, 0,
+                                            cacheable=False, extra=self._extra)
         entry.expires_at = now + freshness.lifetime
         entry.stale_until = entry.expires_at + freshness.stale_while_revalidate
         entry.error_until = entry.expires_at + freshness.stale_if_error
         entry.flags = (NO_CACHE if freshness.no_cache else 0) | \
-            (MUST_REVALIDATE if freshness.must_revalidate else 0)
-        stored = self.tiers.put(request.key, entry, now)
+            (MUST_REVALIDATE if freshness.must_revalidate else 0) | \
+            (VARIANT if vary == "accept" else 0)
+        # Without Vary, the URL's own key (a variant's origin that stopped varying replaces
+        # the marker); with Vary: Accept, the class's variant, and the marker under the URL.
+        key = self._class_of(request, request.accept_class, True).key if vary else request.base
+        stored = self.tiers.put(key, entry, now)
+        if stored and vary:
+            self.tiers.put(request.base, Entry(b"", "", "", None, None, now, now, VARIES,
+                                               stale_until=entry.stale_until,
+                                               error_until=entry.error_until), now)
         if stored and stale is None:
-            self.tiers.forget_negative(request.key)
+            self.tiers.forget_negative(request.base)
         status = f"fic; fwd={forwarded}; stored" if stored else f"fic; fwd={forwarded}"
-        return responses.image_response(entry, status, now, self._client_max_age)
+        return responses.image_response(entry, status, now, self._client_max_age,
+                                        extra=self._extra)
 
     def _refresh_later(self, request: ImageRequest, stale: Entry) -> None:
         """One background refresh per key and process, while the stale entry is served."""
@@ -262,8 +311,13 @@ class ImageCache:
         origin_etag = fetched.etag or (stale.origin_etag if stale else None)
         cache_control = fetched.cache_control or (stale.cache_control if stale else None)
         etag = stale.etag if stale is not None else strong_etag(body)
+        headers = fetched.headers
+        if stale is not None:
+            # RFC 9111 §3.2: a header the 304 sends replaces the stored one of that name.
+            sent = {name.lower() for name, _ in fetched.headers}
+            headers = tuple(h for h in stale.headers if h[0].lower() not in sent) + headers
         return Entry(body, content_type, etag, last_modified, origin_etag, now, now,
-                     cache_control=cache_control)
+                     cache_control=cache_control, headers=headers)
 
     def close(self) -> None:
         if self._refresher is not None:

@@ -4,7 +4,9 @@ Redirects are followed here, hop by hop, so each hop is checked again (scheme, d
 ``allowed_hosts``, address policy through :mod:`netguard`). The body is read raw and
 decoded here, so the size cap and the deadline hold on the bytes read from the socket as
 well as on the decoded bytes; then the Content-Type allowlist and magic bytes. Origin
-headers that are kept (Last-Modified, ETag) are validated before they are. Every urllib3
+headers that are kept (Last-Modified, ETag, the ``pass_headers``) are validated before they
+are. The Accept sent is the client's Accept class (:mod:`routing`), and ``Vary`` is read so
+that :mod:`core` stores one variant per class, or nothing. Every urllib3
 error is translated at one choke point, :func:`_origin_errors`.
 """
 
@@ -26,6 +28,7 @@ from urllib3.exceptions import (
     HTTPError, InsecureRequestWarning, LocationParseError, MaxRetryError, NameResolutionError,
     NewConnectionError, ProtocolError, SSLError,
 )
+from urllib3 import HTTPHeaderDict
 from urllib3.response import BaseHTTPResponse
 from urllib3.util import Retry, Timeout
 from werkzeug.http import http_date, parse_date
@@ -56,15 +59,22 @@ _DECODABLE = frozenset({"", "identity", *_COMPRESSED})
 _USER_AGENT = "fic-middleware"
 # RFC 9110 §8.8.3 entity-tag, limited to visible ASCII (obs-text is dropped too).
 _ETAG = re.compile(r'(?:W/)?"[\x21\x23-\x7e]*"')
+# A replayed origin header: one line of RFC 9110 §5.5 field-value (tab, visible ASCII,
+# latin-1 obs-text; no control character, C1 controls included), at most 1 KiB each and
+# 4 KiB in all (what a record keeps; the rest is dropped).
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\xa0-\xff]*")
+_MAX_PASSED_VALUE = 1024
+_MAX_PASSED = 4096
 
 
 class Fetched:
     """An origin's answer that passed every check (or a 304 to a revalidation)."""
 
     __slots__ = ("status", "body", "content_type", "cache_control", "expires", "date",
-                 "last_modified", "etag", "age")
+                 "last_modified", "etag", "age", "headers", "vary")
 
-    def __init__(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]):
+    def __init__(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str],
+                 passed: tuple[tuple[str, str], ...] = ()):
         self.status = status
         self.body = body
         self.content_type = content_type  # canonical, and in allowed_types
@@ -80,6 +90,47 @@ class Fetched:
         # RFC 9111 §5.1: the first member of a list; anything but 1*DIGIT is ignored.
         age = _digits(headers.get("Age", "").partition(",")[0])
         self.age = float(age) if age is not None else 0.0  # seconds spent in caches upstream
+        self.headers = passed  # the pass_headers sent, checked (_passed)
+        self.vary = _vary(headers.get("Vary"))
+
+
+def _vary(value: str | None) -> str:
+    """``""`` (no Vary), ``"accept"`` (exactly ``Vary: Accept``) or ``"other"`` (anything
+    else, ``*`` included: RFC 9111 §4.1, such a response is not stored)."""
+    if value is None:
+        return ""
+    fields = {field.strip(" \t").lower() for field in value.split(",")} - {""}
+    if not fields:
+        return ""
+    return "accept" if fields == {"accept"} else "other"
+
+
+def _passed(headers: HTTPHeaderDict, names: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """The origin's headers among ``names`` that may be replayed: not named by its Connection
+    header (RFC 9110 §7.6.1), one valid line, Content-Disposition only ``inline`` (an
+    attachment would turn every view of the image into a download)."""
+    if not names:
+        return ()
+    hop = {name.strip(" \t").lower() for name in headers.get("Connection", "").split(",")}
+    passed = []
+    total = 0
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower not in names or lower in hop:
+            continue
+        value = value.strip(" \t")
+        if len(value) > _MAX_PASSED_VALUE or not _FIELD_VALUE.fullmatch(value):
+            log.debug("origin header %s dropped: not one line of text", name)
+            continue
+        if lower == "content-disposition" and \
+                value.lower().partition(";")[0].strip(" \t") != "inline":
+            continue
+        total += len(name) + len(value) + 1
+        if total > _MAX_PASSED:
+            log.debug("origin headers beyond %d bytes dropped", _MAX_PASSED)
+            break
+        passed.append((name, value))
+    return tuple(passed)
 
 
 def _digits(text: str) -> int | None:
@@ -212,6 +263,9 @@ class Fetcher:
             # An explicit operator choice: say it once here, not per request.
             log.warning("verify_tls is off: origin certificates are not checked")
             warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+        # CORS is answered by cors_origins when it is set (middleware), not by the origin.
+        self._pass = frozenset(name.lower() for name in config.pass_headers) - (
+            {"access-control-allow-origin"} if config.cors_origins else set())
         self._pool: urllib3.PoolManager | None = None
         self._lock = threading.Lock()
         forks.register(self)
@@ -241,14 +295,15 @@ class Fetcher:
         return manager
 
     def fetch(self, url: str, headers: Mapping[str, str] | None = None,
-              validators: Mapping[str, str] | None = None) -> Fetched:
+              validators: Mapping[str, str] | None = None, accept: str = "image/*") -> Fetched:
         """GET ``url``; ``headers`` go to its origin only (never to a redirect's other host);
-        ``validators`` (If-None-Match...) make a 304 a valid answer."""
+        ``validators`` (If-None-Match...) make a 304 a valid answer; ``accept`` is the
+        client's Accept class's (never the client's own header)."""
         forks.check()
         deadline = time.monotonic() + self.config.total_timeout
         netguard.deadline.at = deadline
         try:
-            return self._fetch(url, headers, validators, deadline)
+            return self._fetch(url, headers, validators, accept, deadline)
         except OriginError:
             if time.monotonic() >= deadline:  # cut by the deadline, however it showed
                 raise OriginTimeout("origin timed out") from None
@@ -257,14 +312,14 @@ class Fetcher:
             netguard.deadline.at = None
 
     def _fetch(self, url: str, headers: Mapping[str, str] | None,
-               validators: Mapping[str, str] | None, deadline: float) -> Fetched:
+               validators: Mapping[str, str] | None, accept: str, deadline: float) -> Fetched:
         cfg = self.config
         origin = _origin_of(url)
         start_host = origin[1]
         status_retry = self._status_retry
         hops = 0
         while True:
-            request_headers = {"User-Agent": _USER_AGENT, "Accept": "image/*"}
+            request_headers = {"User-Agent": _USER_AGENT, "Accept": accept}
             if _origin_of(url) == origin:
                 request_headers.update(headers or {})
                 request_headers.update(validators or {})
@@ -313,7 +368,7 @@ class Fetcher:
         cfg = self.config
         status = response.status
         if status == 304 and revalidating:
-            return Fetched(304, b"", "", response.headers)
+            return Fetched(304, b"", "", response.headers, _passed(response.headers, self._pass))
         if status in _GONE:
             raise NotFound("image not found at origin")
         if status != 200:
@@ -335,7 +390,8 @@ class Fetcher:
                             deadline)
         if not sniff(content_type, body[:SNIFF_BYTES]):
             raise OriginError("origin response is not a valid image of its type")
-        return Fetched(200, body, content_type, response.headers)
+        return Fetched(200, body, content_type, response.headers,
+                       _passed(response.headers, self._pass))
 
     def _stream(self, response: BaseHTTPResponse, decoder: _Decoder | None,
                 deadline: float) -> bytes:

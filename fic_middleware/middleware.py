@@ -79,6 +79,12 @@ class FastImageCache:
         self._stats = parts.stats
         self._admin = (Admin(self.operations, self.config.admin_token)
                        if self.config.admin_token else None)
+        cors = self.config.cors_origins
+        # Exact origins: the matching one is added on the way out (one dict lookup); "*" is
+        # prebuilt into every image response (responses.fixed_headers).
+        self._cors = ({origin: ("Access-Control-Allow-Origin", origin) for origin in cors}
+                      if cors and cors != ("*",) else None)
+        self._preflights = {origin: responses.preflight(origin) for origin in cors}
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -89,7 +95,12 @@ class FastImageCache:
         response = self._respond(environ, method, path[self._prefix_len:])
         # A copy: responses are shared (prebuilt errors, a hit's per-second response) and
         # start_response wrappers may append to the list they get.
-        start_response(response.status, list(response.headers))
+        headers = list(response.headers)
+        if self._cors is not None and response.entry is not None:
+            allow = self._cors.get(environ.get("HTTP_ORIGIN", ""))
+            if allow is not None:
+                headers.append(allow)
+        start_response(response.status, headers)
         if method == "HEAD":
             return []
         if response.entry is not None:  # image bytes, not error or admin bodies
@@ -105,6 +116,10 @@ class FastImageCache:
         if self._admin is not None and path.startswith(_ADMIN) and path[7:8] in ("", "/"):
             return self._admin.respond(environ, method, path[7:])
         if method != "GET" and method != "HEAD":
+            if method == "OPTIONS" and self._preflights and len(path) > 1:
+                found = self._preflight(environ.get("HTTP_ORIGIN"))
+                if found is not None:
+                    return found
             return self._error(_METHOD_NOT_ALLOWED)
         if len(path) <= 1:
             return self._error(_NOT_FOUND)
@@ -113,7 +128,7 @@ class FastImageCache:
             request = self.router.route(path, query,
                                         environ.get("RAW_URI") or environ.get("REQUEST_URI"))
             client = self._client(environ) if self._limit_misses else None
-            response = self.cache.respond(request, client)
+            response = self.cache.respond(request, client, environ)
         except RequestError as exc:
             log.debug("%s: %s", exc.status.value, exc)
             return self._error(responses.error_response(exc))
@@ -130,6 +145,12 @@ class FastImageCache:
         if range_header:
             return responses.ranged(response, range_header, environ.get("HTTP_IF_RANGE"))
         return response
+
+    def _preflight(self, origin: str | None) -> responses.Response | None:
+        """The 204 to a CORS preflight from a listed origin (``*``: any); None otherwise."""
+        if not origin:
+            return None
+        return self._preflights.get("*") or self._preflights.get(origin)
 
     def _error(self, response: responses.Response) -> responses.Response:
         self._stats.error(response.code)

@@ -16,7 +16,7 @@ from .config import Config
 from .errors import NotFound
 from .metrics import Stats
 from .record import CorruptRecord, UnknownRecord, decode
-from .routing import Router
+from .routing import Router, with_variants
 from .tiers import Tiers
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class Operations:
     def purge_url(self, url: str) -> int:
         """Forget the image at an absolute origin URL; entries removed.
         Raises ValueError for a URL that is not absolute http(s)."""
-        return self.tiers.purge(self.router.keys_for_url(url))
+        return self.tiers.purge(with_variants(self.router.keys_for_url(url)))
 
     def purge_path(self, path: str) -> int:
         """Forget the image a client path names (``{prefix}/o/...`` or ``{prefix}/r/...``).
@@ -96,7 +96,7 @@ class Operations:
             raise NotFound("not under the prefix")
         path, _, query = path.partition("?")
         request = self.router.route(path[len(prefix):], query if self.config.forward_query else "")
-        return self.tiers.purge([request.key])
+        return self.tiers.purge(with_variants([request.key]))
 
     def purge_all(self) -> int:
         """Forget every entry, here and in the shared tier; how many this host had."""

@@ -13,6 +13,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .imagetypes import KNOWN_TYPES, canonical_type
@@ -51,6 +52,8 @@ _DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 
 _NUMBER_WITH_UNIT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 _ORIGIN_NAME = re.compile(r"[a-z0-9_-]+")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Not in a field value we send (RFC 9110 §5.5): controls other than tab, DEL, C1 controls.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _PREFIX = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+")
 # A URL's userinfo (RFC 3986 §3.2.1), up to the last '@' of the word: a password may hold a
 # raw '/' or '@'. One quantifier, no nesting: linear per '//'.
@@ -310,6 +313,80 @@ def origin_headers(name: str, value: Any) -> dict[str, dict[str, str]]:
     if not isinstance(value, Mapping):
         raise bad(name, "a mapping of origin name to headers", "***")
     return {origin: header_lines(f"{name}.{origin}", lines) for origin, lines in value.items()}
+
+
+# Never replayed from an origin nor added by add_headers (docs/RESPONSES.md): cookies, the
+# hop-by-hop fields of RFC 9110 §7.6.1 (and Proxy-*), Server, and the headers the middleware
+# sets itself (its own ETag, Cache-Control, Age...; Vary and Content-Encoding describe what it
+# serves, not what the origin sent).
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "te", "trailer", "transfer-encoding",
+                        "upgrade"})
+_NEVER_PASSED = frozenset({
+    "set-cookie", "set-cookie2", "server", *HOP_BY_HOP, "content-type", "content-length",
+    "etag", "cache-control", "age", "cache-status", "date", "x-content-type-options",
+    "content-security-policy", "last-modified", "vary", "content-encoding", "content-range",
+})
+
+
+def never_passed(header: str) -> bool:
+    """Whether ``header`` (any casing) is one the middleware never takes from elsewhere."""
+    lower = header.lower()
+    return lower in _NEVER_PASSED or lower.startswith("proxy-")
+
+
+def _replayable(name: str, header: str) -> None:
+    if never_passed(header):
+        raise ConfigError(f"{name}: {header!r} is never replayed (cookies, hop-by-hop "
+                          "headers, Server and the headers the middleware sets itself)")
+
+
+@_kind("list")
+def header_names(name: str, value: Any) -> tuple[str, ...]:
+    """Origin response headers to replay: valid names, none of the never-replayed ones."""
+    names = words(name, value)
+    for header in names:
+        if not _HEADER_NAME.fullmatch(header):
+            raise ConfigError(f"{name}: {header!r} is not a valid header name")
+        _replayable(name, header)
+    return names
+
+
+@_kind("headers")
+def fixed_headers(name: str, value: Any) -> dict[str, str]:
+    """Response headers added as they are: one line each, none the middleware sets itself."""
+    headers = header_lines(name, value)
+    for header, text in headers.items():
+        _replayable(name, header)
+        if _CONTROL.search(text):
+            raise ConfigError(f"{name}: the value of {header!r} has a control character")
+    return headers
+
+
+def _web_origin(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0 and \
+        not (parts.path or parts.query or parts.fragment or "@" in parts.netloc)
+
+
+@_kind("list")
+def cors_origins(name: str, value: Any) -> tuple[str, ...]:
+    """``*`` or exact web origins (RFC 6454 serialisation: scheme://host[:port]), lower-cased."""
+    origins_ = []
+    for word in words(name, value):
+        if word == "*":
+            origins_.append(word)
+            continue
+        if not _web_origin(word):
+            raise ConfigError(f"{name}: expected '*' or an origin like https://app.example.com, "
+                              f"got {word!r}")
+        origins_.append(word.lower())
+    if "*" in origins_ and len(origins_) > 1:
+        raise ConfigError(f"{name}: '*' already allows every origin; list it alone")
+    return tuple(origins_)
 
 
 # --- declaring an option ------------------------------------------------------------------

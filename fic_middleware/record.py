@@ -13,12 +13,16 @@ freshness; past it the entry may be served while one background fetch
 revalidates it until ``stale_until``, and when the origin fails until ``error_until``
 (:mod:`freshness` computes all three when the response is stored).
 
-``meta`` is ``content_type NUL etag NUL last_modified NUL origin_etag NUL cache_control``
-(latin-1; the origin's Cache-Control is kept for a 304 that does not repeat it). Flags:
+``meta`` is ``content_type NUL etag NUL last_modified NUL origin_etag NUL cache_control NUL
+headers`` (latin-1; the origin's Cache-Control is kept for a 304 that does not repeat it;
+``headers`` are the replayed origin headers of ``pass_headers``, ``Name:value`` lines joined
+by LF, checked by :mod:`fetch` to hold no control character). Flags:
 ``NEGATIVE`` (the origin said 404/410; no body), ``NO_CACHE`` (the origin said no-cache:
 every use asks it first), ``MUST_REVALIDATE`` (never served stale; clients are told so) and
 ``ENCRYPTED`` (the stored body is ``nonce | AES-GCM(body)`` with the storage key as
-associated data, so a record cannot be moved to another key). The digest covers the stored body bytes. Anything that does not
+associated data, so a record cannot be moved to another key), ``VARIES`` (no body: the
+origin answered ``Vary: Accept`` for this URL, its variants live under
+:func:`routing.variant_key`) and ``VARIANT`` (one of those variants). The digest covers the stored body bytes. Anything that does not
 check out raises :class:`CorruptRecord`; an unknown version, or an encrypted record
 without the key (or the reverse), raises :class:`UnknownRecord`. Both are misses.
 
@@ -38,7 +42,8 @@ from typing import Any
 from xxhash import xxh3_64_intdigest
 
 MAGIC = b"FIC"
-VERSION = 3  # 2: the header checksum covers the storage key; 3: stale windows, cache_control
+VERSION = 4  # 2: the header checksum covers the storage key; 3: stale windows, cache_control;
+# 4: replayed origin headers, Vary: Accept variants
 _HEADER = struct.Struct("<3sBBddddQIHI")
 _CRC_AT = _HEADER.size - 4
 _SEP = b"\0"
@@ -46,6 +51,8 @@ NEGATIVE = 1
 ENCRYPTED = 2
 NO_CACHE = 4
 MUST_REVALIDATE = 8
+VARIES = 16
+VARIANT = 32
 _NONCE_BYTES = 12
 
 
@@ -62,13 +69,14 @@ class Entry:
 
     __slots__ = ("body", "content_type", "etag", "last_modified", "origin_etag",
                  "stored_at", "expires_at", "stale_until", "error_until", "cache_control",
-                 "flags", "negative", "response_memo")
+                 "flags", "negative", "headers", "response_memo")
 
     def __init__(self, body: bytes, content_type: str, etag: str, last_modified: str | None,
                  origin_etag: str | None, stored_at: float, expires_at: float,
                  flags: int = 0, *, stale_until: float | None = None,
-                 error_until: float | None = None, cache_control: str | None = None) -> None:
-        self.flags = flags  # NEGATIVE, NO_CACHE, MUST_REVALIDATE
+                 error_until: float | None = None, cache_control: str | None = None,
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self.flags = flags  # NEGATIVE, NO_CACHE, MUST_REVALIDATE, VARIES, VARIANT
         self.negative = bool(flags & NEGATIVE)  # the origin said the image does not exist
         self.body = body
         self.content_type = content_type
@@ -81,6 +89,7 @@ class Entry:
         self.stale_until = expires_at if stale_until is None else stale_until
         self.error_until = expires_at if error_until is None else error_until
         self.cache_control = cache_control  # the origin's, for a 304 that omits it
+        self.headers = headers  # the origin's headers replayed to clients (pass_headers)
         # (second, response) of the last hit response built for this entry (responses.hit_response).
         self.response_memo: tuple[int, Any] | None = None
 
@@ -117,7 +126,9 @@ def encode(entry: Entry, key: bytes = b"", sealer: Sealer | None = None) -> byte
     meta = _SEP.join((entry.content_type.encode("latin-1"), entry.etag.encode("latin-1"),
                       (entry.last_modified or "").encode("latin-1"),
                       (entry.origin_etag or "").encode("latin-1"),
-                      (entry.cache_control or "").encode("latin-1")))
+                      (entry.cache_control or "").encode("latin-1"),
+                      "\n".join(f"{name}:{value}" for name, value in entry.headers)
+                      .encode("latin-1")))
     flags = entry.flags & ~ENCRYPTED
     body = entry.body
     if sealer is not None:
@@ -154,12 +165,15 @@ def decode(buf: bytes | memoryview, key: bytes = b"", sealer: Sealer | None = No
         raise UnknownRecord("encryption setting differs from the record's")
     body = sealer.open(key, stored) if sealer is not None else bytes(stored)
     fields = bytes(meta).decode("latin-1").split("\0")
-    if len(fields) != 5:
+    if len(fields) != 6:
         raise CorruptRecord("bad metadata")
-    content_type, etag, last_modified, origin_etag, cache_control = fields
+    content_type, etag, last_modified, origin_etag, cache_control, lines = fields
+    headers = tuple((name, value) for name, _, value in
+                    (line.partition(":") for line in lines.split("\n"))) if lines else ()
     return Entry(body, content_type, etag, last_modified or None, origin_etag or None,
                  stored_at, expires_at, flags & ~ENCRYPTED, stale_until=stale_until,
-                 error_until=error_until, cache_control=cache_control or None)
+                 error_until=error_until, cache_control=cache_control or None,
+                 headers=headers)
 
 
 class Reader:

@@ -5,12 +5,13 @@ callers get plain values."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from http import HTTPStatus
 
 from werkzeug.http import parse_date, parse_etags
 
 from .errors import MethodNotAllowed, NotFound, RequestError
-from .record import MUST_REVALIDATE, NO_CACHE, Entry
+from .record import MUST_REVALIDATE, NO_CACHE, VARIANT, Entry
 
 Headers = list[tuple[str, str]]
 
@@ -19,6 +20,8 @@ NOSNIFF = ("X-Content-Type-Options", "nosniff")
 SVG_CSP = ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _NO_STORE = ("Cache-Control", "no-store")
+# A variant chosen by the client's Accept (routing.accept_class): caches after us must know.
+_VARY_ACCEPT = ("Vary", "Accept")
 
 HIT = "fic; hit"
 SHARED_HIT = "fic; hit; detail=shared"  # from the Redis tier, now in this host's cache too
@@ -60,7 +63,21 @@ def error_response(exc: RequestError) -> Response:
     return Response(exc.status, headers, body)
 
 
-def hit_response(entry: Entry, now: float, client_max_age: float) -> Response:
+def fixed_headers(add_headers: dict[str, str], cors_origins: tuple[str, ...]) -> Headers:
+    """What every image response carries whoever asks: ``add_headers``, and for
+    ``cors_origins`` either ``Access-Control-Allow-Origin: *`` or ``Vary: Origin`` (the
+    matching origin itself is added per request by the middleware; the Vary is sent to
+    every client, so that no cache after us hands one origin's answer to another)."""
+    headers = list(add_headers.items())
+    if cors_origins == ("*",):
+        headers.append(("Access-Control-Allow-Origin", "*"))
+    elif cors_origins:
+        headers.append(("Vary", "Origin"))
+    return headers
+
+
+def hit_response(entry: Entry, now: float, client_max_age: float,
+                 extra: Sequence[tuple[str, str]] = ()) -> Response:
     """A hit's response, built once per entry per second (only Age and max-age change).
 
     Shared between requests: the WSGI adapter hands start_response a copy of the headers.
@@ -68,7 +85,8 @@ def hit_response(entry: Entry, now: float, client_max_age: float) -> Response:
     second = int(now)
     cached = entry.response_memo
     if cached is None or cached[0] != second:
-        cached = entry.response_memo = (second, image_response(entry, HIT, now, client_max_age))
+        cached = entry.response_memo = (second, image_response(entry, HIT, now, client_max_age,
+                                                                extra=extra))
     response: Response = cached[1]
     return response
 
@@ -79,8 +97,9 @@ NEGATIVE_HIT.headers.append(("Cache-Status", HIT))
 
 
 def image_response(entry: Entry, cache_status: str, now: float, client_max_age: float,
-                   cacheable: bool = True) -> Response:
-    """Headers of an image answer (hit or miss): RFC 9211 Cache-Status, Age, our ETag."""
+                   cacheable: bool = True, extra: Sequence[tuple[str, str]] = ()) -> Response:
+    """Headers of an image answer (hit or miss): RFC 9211 Cache-Status, Age, our ETag, the
+    origin's replayed headers (``pass_headers``) and ``extra`` (:func:`fixed_headers`)."""
     if not cacheable:
         cache_control = "no-store"
     elif entry.flags & NO_CACHE:  # the origin wants every use checked: so must clients
@@ -103,6 +122,10 @@ def image_response(entry: Entry, cache_status: str, now: float, client_max_age: 
         headers.append(("Last-Modified", entry.last_modified))
     if entry.content_type == "image/svg+xml":
         headers.append(SVG_CSP)
+    if entry.flags & VARIANT:
+        headers.append(_VARY_ACCEPT)
+    headers += entry.headers
+    headers += extra
     return Response(HTTPStatus.OK, headers, entry.body, entry)
 
 
@@ -110,7 +133,18 @@ def not_modified(response: Response) -> Response:
     """The 304 for an image answer: same validators and caching headers, no body.
     RFC 9110 §15.4.5: Content-Length of a 304 would describe the omitted body; drop it."""
     headers = [h for h in response.headers if h[0] not in ("Content-Type", "Content-Length")]
-    return Response(HTTPStatus.NOT_MODIFIED, headers, b"")
+    return Response(HTTPStatus.NOT_MODIFIED, headers, b"", response.entry)
+
+
+def preflight(allow_origin: str) -> Response:
+    """The 204 to a CORS preflight (the Fetch standard's CORS protocol) from an allowed
+    origin: GET and HEAD only, no request header beyond the safelisted ones, for a day."""
+    headers = [("Access-Control-Allow-Origin", allow_origin),
+               ("Access-Control-Allow-Methods", "GET, HEAD"),
+               ("Access-Control-Max-Age", "86400")]
+    if allow_origin != "*":
+        headers.append(("Vary", "Origin"))
+    return Response(HTTPStatus.NO_CONTENT, headers, b"")
 
 
 def ranged(response: Response, range_header: str, if_range: str | None) -> Response:

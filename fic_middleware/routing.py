@@ -7,6 +7,10 @@ and so are encoded slashes, seen in the raw request URI where the server provide
 
 ``/r/{sig}/{b64url}`` names the signed absolute URL (see :mod:`signing`): the signature is
 checked before the URL is even parsed; then scheme and ``allowed_hosts``.
+
+An origin that answers ``Vary: Accept`` gets one entry per Accept class of its clients
+(:func:`accept_class`), under :func:`variant_key`; the origin is sent the class's fixed Accept
+(:data:`ACCEPTS`), never the client's own header, so the class names everything it saw.
 """
 
 from __future__ import annotations
@@ -30,16 +34,61 @@ _ENCODED_SEP = re.compile(r"%(2f|5c|00)", re.I)
 _DOUBLE_ENCODED = re.compile(r"%(2e|2f|5c|00)", re.I)
 
 
+# The Accept sent to origins for each class of client (the most capable class first).
+ACCEPTS = {
+    "avif": "image/avif,image/webp,image/*;q=0.8",
+    "webp": "image/webp,image/*;q=0.8",
+    "other": "image/*",
+}
+
+
+def accept_class(accept: str) -> str:
+    """The class of a client's Accept: ``avif``, ``webp`` or ``other``. A substring test, not
+    a parse: a client that names image/avif (even with q=0, which no browser sends) is
+    taken to accept it."""
+    if "image/avif" in accept:
+        return "avif"
+    if "image/webp" in accept:
+        return "webp"
+    return "other"
+
+
 class ImageRequest:
-    """What to fetch and where to keep it."""
+    """What to fetch and where to keep it. From the router, ``accept_class`` is ``""`` and
+    ``key`` the URL's own key (``base``); :meth:`classed` gives the request of one class, of
+    the URL itself or of its variant."""
 
-    __slots__ = ("url", "key", "headers", "origin")
+    __slots__ = ("url", "key", "headers", "origin", "accept_class", "base")
 
-    def __init__(self, url: str, key: bytes, headers: Mapping[str, str], origin: str) -> None:
+    def __init__(self, url: str, key: bytes, headers: Mapping[str, str], origin: str,
+                 accept_class: str = "", base: bytes | None = None) -> None:
         self.url = url
         self.key = key
         self.headers = headers
         self.origin = origin  # the mapped origin's name, or "remote": a label for metrics
+        self.accept_class = accept_class
+        self.base = key if base is None else base  # the URL's key, for a variant too
+
+    @property
+    def accept(self) -> str:
+        """The Accept sent to the origin for this request."""
+        return ACCEPTS[self.accept_class or "other"]
+
+    def classed(self, accept_class: str, variant: bool) -> ImageRequest:
+        """The request of one Accept class, for the URL's own key or its class's variant."""
+        key = variant_key(self.base, accept_class) if variant else self.base
+        return ImageRequest(self.url, key, self.headers, self.origin, accept_class, self.base)
+
+
+def variant_key(key: bytes, accept_class: str) -> bytes:
+    """The key of the ``accept_class`` variant of the entry stored under ``key``."""
+    return hashlib.blake2b(key + accept_class.encode(), digest_size=KEY_BYTES,
+                           person=b"fic-variant-v1").digest()
+
+
+def with_variants(keys: list[bytes]) -> list[bytes]:
+    """``keys`` and the keys of their variants (what a purge removes)."""
+    return keys + [variant_key(key, name) for key in keys for name in ACCEPTS]
 
 
 def cache_key(url: str, header_identity: bytes = b"") -> bytes:

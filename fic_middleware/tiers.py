@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterator
 from .imagetypes import SNIFF_BYTES, sniff
 from .metrics import Stats
 from .purgelog import PurgeLog
-from .record import CorruptRecord, Entry, Reader, Sealer, UnknownRecord, encode
+from .record import VARIES, CorruptRecord, Entry, Reader, Sealer, UnknownRecord, encode
 from .redis_tier import RedisTier
 from .storage import Storage
 
@@ -80,7 +80,8 @@ class Tiers:
             if record is None:
                 return None
             entry = self.reader.decode(key, record)
-            if not entry.negative and not self._acceptable(entry):
+            # A Vary: Accept marker has no body (record.VARIES); everything else is an image.
+            if not entry.negative and not entry.flags & VARIES and not self._acceptable(entry):
                 raise CorruptRecord("not an allowed image of its type")
         except CorruptRecord as exc:
             self.stats.corrupt += 1

@@ -40,3 +40,7 @@ def validate(values: Mapping[str, Any]) -> None:
                               "records from Redis are authenticated with it")
         if not values["redis_url"].startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("redis_url: expected redis://, rediss:// or unix://, got '***'")
+    if values["cors_origins"] and any(h.lower() == "access-control-allow-origin"
+                                      for h in values["add_headers"]):
+        raise ConfigError("add_headers: Access-Control-Allow-Origin is answered by "
+                          "cors_origins; set one or the other")

@@ -154,6 +154,24 @@ class Origin:
         response.headers["Content-Encoding"] = "gzip"
         return response
 
+    def do_headers(self, request: Request, rest: str) -> Response:
+        """A PNG with the response headers of ``?h=Name: value`` (repeatable) and ``?cc=``."""
+        response = Response(png(rest), content_type="image/png")
+        response.headers["Cache-Control"] = request.args.get("cc", "max-age=3600")
+        for line in request.args.getlist("h"):
+            name, _, value = line.partition(":")
+            response.headers.add(name.strip(), value.strip())
+        return response
+
+    def do_negotiate(self, request: Request, rest: str) -> Response:
+        """A PNG naming the Accept it was asked with (``{rest}|{Accept}``), with ``Vary:
+        {?vary=}`` (default ``Accept``) as an origin that picks AVIF or WebP would send."""
+        response = Response(png(f"{rest}|{request.headers.get('Accept', '')}"),
+                            content_type="image/png")
+        response.headers["Cache-Control"] = "max-age=3600"
+        response.headers["Vary"] = request.args.get("vary", "Accept")
+        return response
+
     def do_private(self, request: Request, rest: str) -> Response:
         response = Response(png(rest), content_type="image/png")
         response.headers["Cache-Control"] = "private, max-age=60"

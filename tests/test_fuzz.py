@@ -109,7 +109,7 @@ class StubFetch:
         self.urls: list[str] = []
 
     def __call__(self, url: str, headers: Mapping[str, str] | None = None,
-                 validators: Mapping[str, str] | None = None) -> Fetched:
+                 validators: Mapping[str, str] | None = None, accept: str = "image/*") -> Fetched:
         self.urls.append(url)
         outcome = self.outcome
         if outcome == "png-304" and validators is not None:
@@ -918,7 +918,7 @@ def test_huge_max_age_is_a_finite_lifetime() -> None:
 def test_huge_max_age_from_the_origin_is_not_a_500() -> None:
     """... and the middleware answered that origin response with a 500."""
     h = Harness(False)
-    h.mw.fetcher.fetch = lambda url, headers=None, validators=None: Fetched(  # type: ignore[method-assign]
+    h.mw.fetcher.fetch = lambda url, headers=None, validators=None, accept="": Fetched(  # type: ignore[method-assign]
         200, PNG, "image/png", {"Cache-Control": "max-age=1" + "0" * 400})
     try:
         status, _, _, _, _ = call(h.mw, {"REQUEST_METHOD": "GET", "PATH_INFO": "/_fic/o/b/x.png"})

@@ -24,6 +24,20 @@ def test_round_trip() -> None:
         assert getattr(decoded, name) == getattr(original, name)
 
 
+def test_replayed_headers_round_trip() -> None:
+    e = entry()
+    e.headers = (("Link", "</a.css>; rel=preload"), ("Link", "<b>"), ("X-A", "x:y"))
+    assert record.decode(record.encode(e)).headers == e.headers
+
+
+def test_version_3_record_is_unknown() -> None:
+    """Records before replayed headers (version 3) are misses, refetched and rewritten."""
+    data = bytearray(record.encode(entry()))
+    data[3] = 3
+    with pytest.raises(UnknownRecord):
+        record.decode(bytes(data))
+
+
 def test_decodes_from_a_memoryview() -> None:
     assert record.decode(memoryview(record.encode(entry()))).body == png("rec")
 

@@ -6,6 +6,10 @@
           chunk ``ctBd`` carries the original body and Content-Type. It sets
           ``Content-Type: image/png`` and a new Content-Length; every other header (repeated
           ones too), the status and every non-200 answer pass unchanged.
+          It also sends the suite's origin the ``Req-Num`` request header (the client's number
+          of the request that made the cache fetch, which the front noted; the cache sends
+          no client header to an origin), so the suite's bookkeeping numbers requests as the
+          client does.
 ``front`` is what the suite's client talks to. ``/config/...`` and ``/state/...`` (the
           suite's own bookkeeping: PUT a test's plan, GET what the origin saw) go straight to
           the suite's server; every other path ``P`` goes to fic_middleware as
@@ -133,6 +137,10 @@ for _method in _METHODS:
     setattr(_Proxy, f"do_{_method}", _Proxy._relay)
 
 
+# Req-Num of the client's last request per test path, noted by the front, read by the shim.
+_CLIENT_NUMBERS: dict[str, str] = {}
+
+
 class _Shim(_Proxy):
     simulate = False
     seen: dict[str, int] = {}
@@ -140,14 +148,14 @@ class _Shim(_Proxy):
 
     def request_headers(self) -> Headers:
         headers = super().request_headers()
-        if not self.simulate or any(k.lower() == "req-num" for k, _ in headers):
+        if any(k.lower() == "req-num" for k, _ in headers):
             return headers
-        # The client's Req-Num (its request number) does not reach the origin: the cache
-        # sends its own requests. Number them per test as the origin would count them.
+        # The client's Req-Num does not reach the origin (the cache sends no client header):
+        # the number of the client's request that made the cache fetch, else counted here.
         test = self.path.partition("?")[0]
         with self.seen_lock:
-            self.seen[test] = number = self.seen.get(test, 0) + 1
-        return headers + [("Req-Num", str(number))]
+            self.seen[test] = counted = self.seen.get(test, 0) + 1
+        return headers + [("Req-Num", _CLIENT_NUMBERS.get(test, str(counted)))]
 
     def transform(self, status: int, headers: Headers, data: bytes) -> tuple[int, Headers, bytes]:
         if status != 200 or self.command != "GET":
@@ -160,6 +168,13 @@ class _Shim(_Proxy):
 
 class _Front(_Proxy):
     simulate = False
+
+    def request_headers(self) -> Headers:
+        headers = super().request_headers()
+        number = [v for k, v in headers if k.lower() == "req-num"]
+        if number:
+            _CLIENT_NUMBERS[self.path.partition("?")[0]] = number[0]
+        return headers
 
     def transform(self, status: int, headers: Headers, data: bytes) -> tuple[int, Headers, bytes]:
         unwrapped = unwrap_png(data)

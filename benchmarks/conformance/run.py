@@ -37,15 +37,26 @@ PREFIX = "/_fic"
 ORIGIN = "suite"
 NPM_PACKAGE = "http-cache-tests"
 # The configuration under test: defaults, except what the adapter needs (its origin on
-# loopback, queries forwarded since the suite's URLs carry them) and min_ttl=0, so that the
-# origin's freshness is used as it is.
+# loopback, queries forwarded since the suite's URLs carry them), min_ttl=0, so that the
+# origin's freshness is used as it is, and no circuit breaker.
 FIC_DEFAULTS = {
     "FIC_PREFIX": PREFIX,
     "FIC_BACKEND": "lmdb",
     "FIC_FORWARD_QUERY": "true",
     "FIC_ALLOWED_NETWORKS": "127.0.0.1/32",
     "FIC_MIN_TTL": "0",
+    # One origin host answers all 365 tests, dozens of them with deliberate 5xx and hang-ups:
+    # the circuit breaker would fail every other test's misses for breaker_cooldown.
+    "FIC_BREAKER_FAILURES": "0",
 }
+# pass_headers for the suite: its bookkeeping headers (how it tells a cached answer from a
+# fetched one), the test headers it checks are stored, and the defaults.
+SUITE_PASS_HEADERS = (
+    "Server-Request-Count Client-Request-Count Server-Now Server-Base-Url Request-Numbers "
+    "Test-Header X-Test-Header Content-Foo X-Content-Foo Template-A A B C Clear-Site-Data "
+    "Content-Location Content-MD5 Content-Language Public-Key-Pins X-Frame-Options "
+    "X-XSS-Protection Expires Pragma Warning Access-Control-Allow-Origin Timing-Allow-Origin "
+    "Content-Disposition Link")
 
 
 def locate_suite(given: str | None) -> Path:
@@ -98,6 +109,8 @@ def clean_env() -> dict[str, str]:
 
 def fic_env(args: argparse.Namespace, shim_port: int, cache_dir: str) -> dict[str, str]:
     env = dict(FIC_DEFAULTS, FIC_CACHE_DIR=cache_dir, FIC_ORIGINS=f"{ORIGIN}=http://127.0.0.1:{shim_port}")
+    if not args.default_pass_headers:
+        env["FIC_PASS_HEADERS"] = SUITE_PASS_HEADERS
     for item in args.fic:
         name, sep, value = item.partition("=")
         if not sep:
@@ -221,6 +234,8 @@ def main() -> int:
     parser.add_argument("--simulate-pass-headers", action="store_true",
                         help="diagnosis, not a score: the front replays the stored origin "
                         "headers the cache drops, the shim numbers the origin's requests (Req-Num)")
+    parser.add_argument("--default-pass-headers", action="store_true",
+                        help="keep pass_headers at its default instead of the suite's headers")
     parser.add_argument("--fic", action="append", default=[], metavar="NAME=VALUE",
                         help="a fic_middleware option for this run (repeatable)")
     return run(parser.parse_args())
