@@ -63,24 +63,51 @@ class ImageCache:
         # Bound once: the hit path runs in a few microseconds, attribute chains show.
         self._get = tiers.storage.get
         self._decode = tiers.reader.decode
+        self._hot = tiers.reader.hot
+        self._mark = tiers.reader.mark
+        self._generations = tiers.storage.generations
+        self._touch = tiers.storage.touch
         self._shared = tiers.shared is not None
         self._client_max_age = config.client_max_age
+
+    def hit(self, key: bytes) -> responses.Response | None:
+        """A fresh hit answered from this process's memo without reading the store, or None
+        (then :meth:`respond`). Only while the entry's per-second response is this second's,
+        so :meth:`respond` read and hashed its record this second (damage on disk is seen
+        within a second), and while no process has changed the key since that read (its
+        generation stamp, :mod:`generations`): purges and rewrites are seen at once."""
+        found = self._hot.get(key)
+        if found is None:
+            return None
+        entry = found[1]
+        memo = entry.response_memo
+        stamps = self._generations.view
+        now = self.clock()
+        if memo is None or memo[0] != int(now) or now >= entry.expires_at \
+                or stamps is None or stamps[found[2]] != found[3]:
+            return None
+        self.stats.hit += 1
+        self._touch(key)
+        response: responses.Response = memo[1]
+        return response
 
     def respond(self, request: ImageRequest, client: str | None = None) -> responses.Response:
         """The image response for ``request``; raises RequestError for the error statuses.
         ``client`` (an address) is charged for the request if it goes to the origin; None
         charges nobody (miss_rate off, or a background refresh)."""
         try:
+            stamp = self._generations.stamp(request.key)  # before the read (generations.py)
             entry = self._get(request.key, self._decode)
         except Exception as exc:
             self.tiers.unreadable(request.key, exc)
             entry = None
         now = self.clock()
-        # Fast path: a fresh hit, no write, no logging.
+        # A fresh hit, no write, no logging; the next ones this second take hit().
         if entry is not None and now < entry.expires_at:
             self.stats.hit += 1
             if entry.negative:
                 return responses.NEGATIVE_HIT
+            self._mark(request.key, entry, stamp)
             return responses.hit_response(entry, now, self._client_max_age)
         if entry is None:
             negative = self.tiers.negative(request.key)

@@ -13,13 +13,20 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..generations import Generations
 
 T = TypeVar("T")
 
 
 class Storage(Protocol):
+    # Stamped after every change of a key, in every process that shares the store.
+    generations: Generations
+
     def get(self, key: bytes, decode: Callable[[bytes, memoryview | bytes], T]) -> T | None:
         """``decode(key, stored bytes)``, or None when the key is absent."""
+
+    def touch(self, key: bytes) -> None:
+        """A hit on ``key`` answered without ``get`` (a memo hit), for the eviction policy."""
 
     def put(self, key: bytes, value: bytes, expires_at: float = 0.0) -> bool:
         """Store ``value`` (fresh until ``expires_at``, for the ttl policy), evicting by the
