@@ -66,7 +66,6 @@ class ImageCache:
         self._hot = tiers.reader.hot
         self._mark = tiers.reader.mark
         self._generations = tiers.storage.generations
-        self._touch = tiers.storage.touch
         self._shared = tiers.shared is not None
         self._client_max_age = config.client_max_age
 
@@ -75,7 +74,8 @@ class ImageCache:
         (then :meth:`respond`). Only while the entry's per-second response is this second's,
         so :meth:`respond` read and hashed its record this second (damage on disk is seen
         within a second), and while no process has changed the key since that read (its
-        generation stamp, :mod:`generations`): purges and rewrites are seen at once."""
+        generation stamp, :mod:`generations`): purges and rewrites are seen at once. The
+        eviction policy counts the entry's hits through that read: once a second at most."""
         found = self._hot.get(key)
         if found is None:
             return None
@@ -87,7 +87,6 @@ class ImageCache:
                 or stamps is None or stamps[found[2]] != found[3]:
             return None
         self.stats.hit += 1
-        self._touch(key)
         response: responses.Response = memo[1]
         return response
 

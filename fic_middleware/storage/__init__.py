@@ -25,9 +25,6 @@ class Storage(Protocol):
     def get(self, key: bytes, decode: Callable[[bytes, memoryview | bytes], T]) -> T | None:
         """``decode(key, stored bytes)``, or None when the key is absent."""
 
-    def touch(self, key: bytes) -> None:
-        """A hit on ``key`` answered without ``get`` (a memo hit), for the eviction policy."""
-
     def put(self, key: bytes, value: bytes, expires_at: float = 0.0) -> bool:
         """Store ``value`` (fresh until ``expires_at``, for the ttl policy), evicting by the
         policy as needed; False if it could not be stored."""

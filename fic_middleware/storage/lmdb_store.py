@@ -226,16 +226,11 @@ class LMDBStore:
             result = decode(key, value)
         finally:
             txn.abort()
-        if self._track:
-            self.touch(key)
-        return result
-
-    def touch(self, key: bytes) -> None:
-        """A hit on ``key``: counted in memory, the policy sees it in a later write."""
-        if self._track:
+        if self._track:  # counted in memory; the policy sees it in a later write
             self._touched[key] = self._touched.get(key, 0) + 1
             if len(self._touched) >= _TOUCH_BATCH:
                 self._write(lambda ledger: None)
+        return result
 
     def put(self, key: bytes, value: bytes, expires_at: float = 0.0) -> bool:
         size = disk_size(len(value))

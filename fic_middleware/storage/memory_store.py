@@ -36,16 +36,11 @@ class MemoryStore:
         if value is None:
             return None
         if self._track:
-            self.touch(key)
-        return decode(key, value)
-
-    def touch(self, key: bytes) -> None:
-        """A hit on ``key``: counted, applied to the policy in batches."""
-        if self._track:
             self._touched[key] = self._touched.get(key, 0) + 1
             if len(self._touched) >= _TOUCH_BATCH:
                 with self._lock:
                     self._flush()
+        return decode(key, value)
 
     def _flush(self) -> None:
         touched, self._touched = self._touched, {}
