@@ -71,11 +71,35 @@ class ImageCache:
         # Bound once: the hit path runs in a few microseconds, attribute chains show.
         self._get = tiers.storage.get
         self._decode = tiers.reader.decode
+        self._hot = tiers.reader.hot
+        self._mark = tiers.reader.mark
+        self._generations = tiers.storage.generations
         self._shared = tiers.shared is not None
         self._client_max_age = config.client_max_age
         # Prebuilt into every image response (and each hit's per-second response).
         self._extra = tuple(responses.fixed_headers(config.add_headers, config.cors_origins))
         self._classed: dict[tuple[bytes, str, bool], ImageRequest] = {}
+
+    def hit(self, key: bytes) -> responses.Response | None:
+        """A fresh hit answered from this process's memo without reading the store, or None
+        (then :meth:`respond`). Only while the entry's per-second response is this second's,
+        so :meth:`respond` read and hashed its record this second (damage on disk is seen
+        within a second), and while no process has changed the key since that read (its
+        generation stamp, :mod:`generations`): purges and rewrites are seen at once. The
+        eviction policy counts the entry's hits through that read: once a second at most."""
+        found = self._hot.get(key)
+        if found is None:
+            return None
+        entry = found[1]
+        memo = entry.response_memo
+        stamps = self._generations.view
+        now = self.clock()
+        if memo is None or memo[0] != int(now) or now >= entry.expires_at \
+                or stamps is None or stamps[found[2]] != found[3]:
+            return None
+        self.stats.hit += 1
+        response: responses.Response = memo[1]
+        return response
 
     def respond(self, request: ImageRequest, client: str | None = None,
                 environ: Mapping[str, Any] = _NO_HEADERS) -> responses.Response:
@@ -84,16 +108,18 @@ class ImageCache:
         charges nobody (miss_rate off, or a background refresh). ``environ`` is the request's
         (WSGI keys): its ``HTTP_ACCEPT`` is read past a fresh hit only."""
         try:
+            stamp = self._generations.stamp(request.key)  # before the read (generations.py)
             entry = self._get(request.key, self._decode)
         except Exception as exc:
             self.tiers.unreadable(request.key, exc)
             entry = None
         now = self.clock()
-        # Fast path: a fresh hit, no write, no logging.
+        # A fresh hit, no write, no logging; the next ones this second take hit().
         if entry is not None and now < entry.expires_at:
             self.stats.hit += 1
             if entry.negative:
                 return responses.NEGATIVE_HIT
+            self._mark(request.key, entry, stamp)
             return responses.hit_response(entry, now, self._client_max_age, self._extra)
         if not request.accept_class:  # from here on, the request of the client's Accept class
             request = self._class_of(request, accept_class(environ.get("HTTP_ACCEPT", "")), False)

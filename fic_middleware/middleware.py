@@ -77,6 +77,7 @@ class FastImageCache:
         self._forward_query = self.config.forward_query
         self._limit_misses = self.config.miss_rate is not None
         self._stats = parts.stats
+        self._hit = parts.cache.hit
         self._admin = (Admin(self.operations, self.config.admin_token)
                        if self.config.admin_token else None)
         cors = self.config.cors_origins
@@ -127,8 +128,9 @@ class FastImageCache:
             query = environ.get("QUERY_STRING", "") if self._forward_query else ""
             request = self.router.route(path, query,
                                         environ.get("RAW_URI") or environ.get("REQUEST_URI"))
-            client = self._client(environ) if self._limit_misses else None
-            response = self.cache.respond(request, client, environ)
+            # A memo hit (cache.hit) needs no read of the store; anything else asks respond.
+            response = self._hit(request.key) or self.cache.respond(
+                request, self._client(environ) if self._limit_misses else None, environ)
         except RequestError as exc:
             log.debug("%s: %s", exc.status.value, exc)
             return self._error(responses.error_response(exc))

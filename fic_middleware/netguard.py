@@ -20,6 +20,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import create_connection
 
+from . import forks
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Sequence[str]]
@@ -33,6 +35,52 @@ _V4_COMPAT = ipaddress.ip_network("::/96")
 # When the fetch running on this thread must end (time.monotonic()), set by the Fetcher: an
 # origin that drips its status line and headers a byte at a time is cut there too.
 deadline = threading.local()
+
+
+class _Watchdog:
+    """One thread per process that cuts the connections whose fetch ran past its deadline
+    while it read the response head. Shared, not a timer thread per fetch: starting a
+    thread cost about 250 us of CPU per miss (docs/PERFORMANCE.md, "Misses")."""
+
+    def __init__(self) -> None:
+        self.after_fork()
+        forks.register(self)
+
+    def after_fork(self) -> None:
+        # The parent's thread does not exist here, and its lock may have been held.
+        self._cond = threading.Condition(threading.Lock())
+        self._watches: dict[object, tuple[float, Callable[[], None]]] = {}
+        self._thread: threading.Thread | None = None
+
+    def watch(self, at: float, cut: Callable[[], None]) -> object:
+        """Call ``cut()`` at ``at`` (time.monotonic()) unless :meth:`unwatch` comes first."""
+        token = object()
+        with self._cond:
+            self._watches[token] = (at, cut)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fic-deadlines",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return token
+
+    def unwatch(self, token: object) -> None:
+        with self._cond:
+            self._watches.pop(token, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for token, (at, cut) in list(self._watches.items()):
+                    if at <= now:
+                        del self._watches[token]
+                        cut()
+                soonest = min((at for at, _ in self._watches.values()), default=None)
+                self._cond.wait(None if soonest is None else soonest - now)
+
+
+_watchdog = _Watchdog()
 
 
 class ForbiddenAddress(Exception):
@@ -113,13 +161,11 @@ class _GuardedMixin:
         if at is None:
             return super().getresponse()  # type: ignore[misc]
         # Each read has read_timeout; the head as a whole gets what is left of the fetch.
-        watchdog = threading.Timer(max(0.0, at - time.monotonic()), self._cut)
-        watchdog.daemon = True
-        watchdog.start()
+        token = _watchdog.watch(at, self._cut)
         try:
             return super().getresponse()  # type: ignore[misc]
         finally:
-            watchdog.cancel()
+            _watchdog.unwatch(token)
 
     def _cut(self) -> None:
         sock = self.sock

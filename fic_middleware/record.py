@@ -27,8 +27,10 @@ check out raises :class:`CorruptRecord`; an unknown version, or an encrypted rec
 without the key (or the reverse), raises :class:`UnknownRecord`. Both are misses.
 
 :class:`Reader` is the hit path's decoder: it hashes the stored record on every read, and
-reuses the entry it decoded before when the record is byte-for-byte the same, so a hit
-costs one hash instead of a parse and a copy of the body.
+reuses the entry it decoded before when the record is byte-for-byte the same, so a read
+costs one hash instead of a parse and a copy of the body. Its memo also keeps the
+generation stamp read before the record (:mod:`fic_middleware.generations`), with which
+most hits need no read at all (:meth:`fic_middleware.core.ImageCache.hit`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ import zlib
 from typing import Any
 
 from xxhash import xxh3_64_intdigest
+
+from .generations import slot_of
 
 MAGIC = b"FIC"
 VERSION = 4  # 2: the header checksum covers the storage key; 3: stale windows, cache_control;
@@ -184,12 +188,16 @@ class Reader:
     checked, so it is answered with one hash instead of a parse and a copy of the body.
     Any change (rewrite, damage) falls through to :func:`decode`. Bounded by ``max_bytes``
     of bodies per process; when full it is emptied and refills with what is hot.
+
+    ``hot`` is the memo itself: key -> (record digest, entry, generation slot, stamp), the
+    stamp being the slot's value read before the record was (:meth:`mark`), -1 (never a
+    slot's value) until then.
     """
 
     def __init__(self, max_bytes: int, sealer: Sealer | None = None) -> None:
         self.max_bytes = max_bytes
         self.sealer = sealer
-        self._memo: dict[bytes, tuple[int, Entry]] = {}
+        self.hot: dict[bytes, tuple[int, Entry, int, int]] = {}
         self._bytes = 0
 
     @property
@@ -198,11 +206,11 @@ class Reader:
         return self._bytes
 
     def memo_entries(self) -> int:
-        return len(self._memo)
+        return len(self.hot)
 
     def decode(self, key: bytes, buf: bytes | memoryview) -> Entry:
         # Fast path: the record this process decoded last time for this key.
-        found = self._memo.get(key)
+        found = self.hot.get(key)
         digest = xxh3_64_intdigest(buf)
         if found is not None and found[0] == digest:
             return found[1]
@@ -212,8 +220,14 @@ class Reader:
             if found is not None:
                 self._bytes -= len(found[1].body)
             if self._bytes + size > self.max_bytes:
-                self._memo.clear()
+                self.hot.clear()
                 self._bytes = 0
-            self._memo[key] = (digest, entry)
+            self.hot[key] = (digest, entry, 0, -1)
             self._bytes += size
         return entry
+
+    def mark(self, key: bytes, entry: Entry, stamp: int) -> None:
+        """``entry`` was read from the image store after its generation slot read ``stamp``."""
+        found = self.hot.get(key)
+        if found is not None and found[1] is entry:
+            self.hot[key] = (found[0], entry, slot_of(key), stamp)

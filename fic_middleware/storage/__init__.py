@@ -13,11 +13,15 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..generations import Generations
 
 T = TypeVar("T")
 
 
 class Storage(Protocol):
+    # Stamped after every change of a key, in every process that shares the store.
+    generations: Generations
+
     def get(self, key: bytes, decode: Callable[[bytes, memoryview | bytes], T]) -> T | None:
         """``decode(key, stored bytes)``, or None when the key is absent."""
 

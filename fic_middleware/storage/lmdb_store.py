@@ -16,6 +16,10 @@ payload.
 Hits never write: a process counts its hits in memory and hands them to the policy inside
 its next write transaction (or after a batch of distinct keys).
 
+After each commit, the keys it wrote or removed get a new stamp in ``{path}/generations``
+(:mod:`fic_middleware.generations`), which tells every process's memo of decoded entries
+that their record changed.
+
 The environment is opened lazily, in the process that uses it: LMDB forbids using an env
 across ``fork()`` and opening one file twice in a process, so environments live in a
 per-process registry that a fork handler empties (gunicorn ``--preload`` forks after import).
@@ -35,6 +39,7 @@ import lmdb
 
 from .. import forks
 from ..eviction import POLICIES, Meta
+from ..generations import Generations
 
 T = TypeVar("T")
 log = logging.getLogger("fic_middleware")
@@ -87,6 +92,7 @@ class _Ledger:
         self.h = h
         self.txn = txn
         self.counts = {name: _read_u64(txn, name, h.totals) for name in _COUNTERS}
+        self.changed: list[bytes] = []  # records written or removed: stamped after the commit
 
     def save(self) -> None:
         for name, value in self.counts.items():
@@ -192,6 +198,7 @@ class LMDBStore:
         self.map_size = max_bytes + max(int(max_bytes * _MAP_SLACK_RATIO), _MAP_SLACK_MIN)
         self._handle: _Env | None = None
         self._touched: dict[bytes, int] = {}
+        self.generations = Generations(os.path.join(self.path, "generations"))
         _stores.add(self)
         forks.register(self)
 
@@ -232,6 +239,7 @@ class LMDBStore:
 
         def insert(ledger: _Ledger) -> None:
             ledger.txn.put(key, value, db=ledger.h.records)
+            ledger.changed.append(key)
             self.policy.admit(ledger, key, size, expires_at)
 
         def kept(ledger: _Ledger) -> bool:  # the policy may evict the newcomer itself (ttl)
@@ -280,7 +288,10 @@ class LMDBStore:
             change(ledger)
             self._evict(ledger, self.max_bytes if target is None else target, limit)
             ledger.save()
-            return check(ledger)
+            kept = check(ledger)
+        if ledger.changed:  # after the commit (generations.py)
+            self.generations.bump(ledger.changed)
+        return kept
 
     def _evict(self, ledger: _Ledger, target: int, limit: int | None) -> None:
         evicted = 0
@@ -291,6 +302,7 @@ class LMDBStore:
                 return
             ledger.drop(victim)
             ledger.txn.delete(victim, db=ledger.h.records)
+            ledger.changed.append(victim)
             ledger.counts[b"evictions"] += 1
             evicted += 1
 
@@ -300,6 +312,7 @@ class LMDBStore:
         def remove(ledger: _Ledger) -> None:
             ledger.drop(key)
             found.append(ledger.txn.delete(key, db=ledger.h.records))
+            ledger.changed.append(key)
 
         self._write(remove)
         return found[0]
@@ -307,6 +320,12 @@ class LMDBStore:
     def clear(self) -> int:
         h = self._handle or self._open()
         self._touched = {}
+        try:
+            return self._clear(h)
+        finally:
+            self.generations.bump_all()
+
+    def _clear(self, h: _Env) -> int:
         try:
             return self._drop_all(h)
         except lmdb.MapFullError:
@@ -354,3 +373,4 @@ class LMDBStore:
                     store._handle = None
         if handle is not None:
             handle.env.close()
+        self.generations.close()

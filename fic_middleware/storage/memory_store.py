@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from ..eviction import MAIN, POLICIES, SMALL, MemoryLedger
+from ..generations import Generations
 
 T = TypeVar("T")
 # Distinct keys hit between two flushes of the hit counts into the policy.
@@ -27,6 +28,7 @@ class MemoryStore:
         self._touched: dict[bytes, int] = {}
         self._evictions = 0
         self._lock = threading.Lock()
+        self.generations = Generations(None)  # the memo's stamps (generations.py)
 
     def get(self, key: bytes, decode: Callable[[bytes, memoryview | bytes], T]) -> T | None:
         # Fast path: a dict lookup, atomic under the GIL; the hit is counted, not applied.
@@ -48,6 +50,7 @@ class MemoryStore:
     def put(self, key: bytes, value: bytes, expires_at: float = 0.0) -> bool:
         if len(value) > self.max_bytes:
             return False
+        changed = [key]
         with self._lock:
             self._flush()
             self._data[key] = value
@@ -58,7 +61,9 @@ class MemoryStore:
                     break
                 self._ledger.drop(victim)
                 del self._data[victim]
+                changed.append(victim)
                 self._evictions += 1
+            self.generations.bump(changed)
         return key in self._data
 
     def _over_budget(self) -> bool:
@@ -71,7 +76,9 @@ class MemoryStore:
     def delete(self, key: bytes) -> bool:
         with self._lock:
             self._ledger.drop(key)
-            return self._data.pop(key, None) is not None
+            found = self._data.pop(key, None) is not None
+            self.generations.bump((key,))
+            return found
 
     def clear(self) -> int:
         with self._lock:
@@ -79,6 +86,7 @@ class MemoryStore:
             self._data.clear()
             self._ledger = MemoryLedger()
             self._touched.clear()
+            self.generations.bump_all()
             return count
 
     def scan(self) -> Iterator[tuple[bytes, bytes]]:
