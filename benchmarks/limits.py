@@ -65,10 +65,9 @@ def main() -> None:
         for clients in ("many", "one"):
             process = MissLimiter(rate=10, burst=20)
             host = HostMissLimiter(os.path.join(directory, f"limits-{clients}"), rate=10, burst=20)
-            rows.append((f"miss bucket, per process ({clients} clients)",
-                         per_call(misses(process, clients))))
-            rows.append((f"miss bucket, per host ({clients} clients)",
-                         per_call(misses(host, clients))))
+            who = "a new client each" if clients == "many" else "one client, refused"
+            rows.append((f"miss bucket, per process ({who})", per_call(misses(process, clients))))
+            rows.append((f"miss bucket, per host ({who})", per_call(misses(host, clients))))
         rows.append(("in-flight slot, per process", per_call(slot(InflightLimiter(64)))))
         rows.append(("in-flight slot, per host", per_call(slot(HostInflightLimiter(
             os.path.join(directory, "inflight"), 64)))))
@@ -78,7 +77,7 @@ def main() -> None:
             tier = RedisTier(server.url, b"bench", lock_ttl=5)
             try:
                 cluster = ClusterMissLimiter(tier, MissLimiter(rate=10, burst=20))
-                rows.append(("miss bucket, per cluster (Redis on loopback, many clients)",
+                rows.append(("miss bucket, per cluster (Redis on loopback, a new client each)",
                              per_call(misses(cluster, "many"), 2000)))
             finally:
                 tier.close()

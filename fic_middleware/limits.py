@@ -197,8 +197,8 @@ class HostInflightLimiter(InflightLimiter):
     slots of the file at ``path`` (:class:`hostlimits.SlotFile`), which a worker that dies
     gives back with its life."""
 
-    def __init__(self, path: str, limit: int) -> None:
-        super().__init__(limit)
+    def __init__(self, path: str, limit: int) -> None:  # no semaphore: the file's locks
+        self.limit = limit
         self.slots = slot_file(path)
 
     def _acquire(self) -> int | None:

@@ -188,6 +188,17 @@ def test_too_many_fetches_in_flight_get_503(make_mw: Any, origin: Origin) -> Non
     webtest.TestApp(mw).get("/_fic/o/t/img/other.png", status=200)
 
 
+@pytest.mark.parametrize("options, miss, inflight", [
+    pytest.param({}, HostMissLimiter, HostInflightLimiter, id="lmdb: the host's"),
+    pytest.param({"backend": "memory", "cache_dir": None}, MissLimiter, InflightLimiter,
+                 id="memory: the process's"),
+])
+def test_where_the_limits_are_kept(make_mw: Any, options: dict[str, Any], miss: type,
+                                   inflight: type) -> None:
+    mw = make_mw(miss_rate=1, **options)
+    assert (type(mw.cache.miss_limiter), type(mw.cache.inflight)) == (miss, inflight)
+
+
 # --- the host's shared bucket table ---
 
 def at(now: float) -> Callable[[], float]:
