@@ -38,6 +38,21 @@ SVG = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"><script>a
 
 
 
+class Clock:
+    """A clock the test moves (``clock.now += 61``), for the parts that take one."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
 class Origin:
     """A threaded werkzeug server; ``hits[path]`` counts requests, ``seen`` keeps them."""
 

@@ -25,24 +25,16 @@ from fic_middleware.errors import (
     OriginUnavailable, Overloaded, RequestError,
 )
 
-from .conftest import Origin
+from .conftest import Clock, Origin
 from .servers import BlackHole, Unaccepting, get, gunicorn
 
 URL = "http://127.0.0.1:8000/img/a.png"
 T0 = 1_000_000.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

@@ -12,23 +12,10 @@ import webtest
 
 from fic_middleware import ConfigError, FastImageCache, sign_url
 
-from .conftest import Origin
+from .conftest import Clock, Origin
 from .images import png
 
 NOW = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

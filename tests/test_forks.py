@@ -35,13 +35,14 @@ def in_child(work: Callable[[], Any]) -> Any:
     return json.loads(data)
 
 
+class Probe:
+    forked = False
+
+    def after_fork(self) -> None:
+        self.forked = True
+
+
 def test_a_registered_object_is_told_in_the_child_only() -> None:
-    class Probe:
-        forked = False
-
-        def after_fork(self) -> None:
-            self.forked = True
-
     probe = Probe()
     forks.register(probe)
     assert in_child(lambda: probe.forked) is True
@@ -80,12 +81,6 @@ def test_the_child_takes_host_locks_with_its_own_descriptor(tmp_path: Path) -> N
 
 def test_a_fork_without_the_hooks_is_caught_by_check(monkeypatch: Any) -> None:
     """uWSGI forks from C without py-call-osafterfork: Python's at-fork hooks do not run."""
-    class Probe:
-        forked = False
-
-        def after_fork(self) -> None:
-            self.forked = True
-
     probe = Probe()
     forks.register(probe)
     monkeypatch.setattr(forks, "_pid", os.getpid() + 1)  # as if this process were a fork

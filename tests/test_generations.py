@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import webtest
 
-from .conftest import Origin
+from .conftest import Clock, Origin
 from .images import png
 
 PATH = "/_fic/o/t/img/gen.png"
@@ -61,14 +61,6 @@ with env.begin(write=True, db=env.open_db(b"records")) as txn:
     ((key, value),) = list(txn.cursor())
     txn.put(key, value[:-1] + bytes([value[-1] ^ 0xFF]))
 """
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def other_worker(tmp_path: Path, origin: Origin, action: str) -> None:

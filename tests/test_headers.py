@@ -10,7 +10,7 @@ import webtest
 
 from fic_middleware import ConfigError
 
-from .conftest import Origin
+from .conftest import Clock, Origin
 from .images import png
 
 APP = "https://app.example.com"
@@ -134,7 +134,6 @@ def test_header_named_by_connection_is_not_replayed(make_mw: Any, raw_origin: An
 
 
 def test_stored_headers_updated_from_a_304(make_mw: Any, raw_origin: Any) -> None:
-    from .test_caching import Clock
 
     clock = Clock()
     body = png("upd")

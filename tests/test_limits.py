@@ -25,18 +25,12 @@ from fic_middleware.limits import (
 )
 from fic_middleware.redis_tier import RedisTier
 
-from .conftest import Origin
+from .conftest import Clock, Origin
 from .servers import RedisServer
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 Limiter = Callable[..., MissLimiter]
@@ -53,7 +47,7 @@ def make_limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Limiter:
 
 
 def test_bucket_allows_a_burst_then_refills(make_limiter: Limiter) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     limiter = make_limiter(rate=2, burst=3, clock=clock)
     for _ in range(3):
         limiter.take("a")
@@ -68,7 +62,7 @@ def test_bucket_allows_a_burst_then_refills(make_limiter: Limiter) -> None:
 
 
 def test_retry_after_is_when_a_token_is_back(make_limiter: Limiter) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     limiter = make_limiter(rate=0.1, burst=1, clock=clock)
     limiter.take("a")
     with pytest.raises(TooManyRequests) as info:
@@ -84,7 +78,7 @@ def test_retry_after_is_when_a_token_is_back(make_limiter: Limiter) -> None:
     pytest.param("unix:/run/app.sock", "unix:/run/app.sock", id="a non-IP peer is its own bucket"),
 ])
 def test_clients_sharing_a_bucket(make_limiter: Limiter, first: str, second: str) -> None:
-    limiter = make_limiter(rate=0.01, burst=1, clock=Clock())
+    limiter = make_limiter(rate=0.01, burst=1, clock=Clock(1000.0))
     limiter.take(first)
     with pytest.raises(TooManyRequests):
         limiter.take(second)
@@ -98,13 +92,13 @@ def test_clients_sharing_a_bucket(make_limiter: Limiter, first: str, second: str
 ])
 def test_clients_with_buckets_of_their_own(make_limiter: Limiter, first: str, second: str
                                            ) -> None:
-    limiter = make_limiter(rate=0.01, burst=1, clock=Clock())
+    limiter = make_limiter(rate=0.01, burst=1, clock=Clock(1000.0))
     limiter.take(first)
     limiter.take(second)
 
 
 def test_configured_prefix_lengths(make_limiter: Limiter) -> None:
-    limiter = make_limiter(rate=0.01, burst=1, clock=Clock(), ipv4_prefix=24, ipv6_prefix=128)
+    limiter = make_limiter(rate=0.01, burst=1, clock=Clock(1000.0), ipv4_prefix=24, ipv6_prefix=128)
     limiter.take("198.51.100.7")
     with pytest.raises(TooManyRequests):
         limiter.take("198.51.100.200")  # one /24
