@@ -286,9 +286,8 @@ def test_fic_command_help_runs_from_the_venv(command: str) -> None:
 
 # FIC_* names the README mentions as what is *not* an option (Kubernetes service variables).
 NOT_OPTIONS = {"FIC_PORT", "FIC_SERVICE_HOST"}
-# Identifiers in backticks that are not options: Python API, paths, metrics, stats fields.
-NOT_OPTION_WORDS = {"init_app", "fic_url", "sign_url", "wsgi_app", "get_wsgi_application",
-                    "make_wsgi_app", "origin_headers_cdn"}
+# Identifiers in backticks that are not options (metric names are checked below).
+NOT_OPTION_WORDS = {"fic_url", "sign_url"}
 
 
 def test_every_fic_variable_is_an_option() -> None:
@@ -305,9 +304,27 @@ def test_every_fic_variable_is_an_option() -> None:
 def test_every_option_name_in_backticks_is_an_option() -> None:
     words = set(re.findall(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`", TEXT))
     words |= set(re.findall(r"`fic\.([a-z_]+)", TEXT))  # Pyramid settings
-    unknown = sorted(w for w in words if w not in OPTION_NAMES and w not in NOT_OPTION_WORDS
-                     and not w.startswith("fic_"))  # metric names
+    unknown = sorted(w for w in words - set(metric_names())
+                     if w not in OPTION_NAMES and w not in NOT_OPTION_WORDS)
     assert unknown == []
+
+
+def metric_names() -> list[str]:
+    """The Prometheus metrics README lists, as exposed (counters end in ``_total``)."""
+    return re.findall(r"`(fic_[a-z_]+?)(?:\{\w+\})?`", TEXT.replace("`fic_url`", ""))
+
+
+def test_readme_lists_the_metrics_exposed(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    mw = FastImageCache(lambda environ, start_response: [], cache_dir=str(tmp_path / "cache"),
+                        admin_token="token")
+    try:
+        body, _ = mw.operations.metrics()
+    finally:
+        mw.close()
+    exposed = {family.name for family in text_string_to_metric_families(body.decode())}
+    assert {name.removesuffix("_total") for name in metric_names()} == exposed
 
 
 def test_every_path_the_readme_names_exists() -> None:
@@ -321,3 +338,12 @@ def test_readme_explains_every_cache_status() -> None:
     constants = [v for v in vars(responses).values() if isinstance(v, str) and v.startswith("fic;")]
     for value in constants:
         assert f"`{value}`" in TEXT, value
+
+
+def test_every_contents_link_names_a_heading() -> None:
+    """Anchors as GitHub makes them: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#{1,6} (.+)$", TEXT, re.MULTILINE)
+    slugs = {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+    anchors = re.findall(r"\]\(#([\w-]+)\)", TEXT)
+    assert len(anchors) >= 10
+    assert sorted(set(anchors) - slugs) == []
