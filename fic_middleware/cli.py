@@ -36,10 +36,12 @@ _SIGNING = ("signing_key", "signing_keys", "signing_key_file")
 _ROUTING = ("prefix", "origins", "forward_query", "allowed_hosts", *_SIGNING)
 _FETCH = ("allowed_networks", "max_image_bytes", "allowed_types", "connect_timeout",
           "read_timeout", "total_timeout", "retries", "max_redirects", "verify_tls",
-          "ca_bundle", "max_inflight_fetches", "lock_timeout")
+          "ca_bundle", "max_inflight_fetches", "lock_timeout", "breaker_failures",
+          "breaker_cooldown")
 _FRESHNESS = ("default_ttl", "min_ttl", "max_ttl", "client_max_age", "stale_while_revalidate",
-              "stale_if_error", "negative_ttl")
-_SERVING = ("admin_token", "admin_token_file", "redis_url", "miss_rate", "miss_burst",
+              "stale_if_error", "negative_ttl", "negative_max_entries")
+_SERVING = ("admin_token", "admin_token_file", "redis_url", "redis_key", "redis_key_file",
+            "miss_rate", "miss_burst", "client_ipv4_prefix", "client_ipv6_prefix",
             "trusted_proxies")
 _GROUPS = {"cache": _CACHE, "origins and URLs": _ROUTING, "origin fetches": _FETCH,
            "freshness": _FRESHNESS, "serving": _SERVING}
