@@ -1,12 +1,13 @@
-"""Flask: ``init_app(app, **options)`` and the ``fic_url`` Jinja global.
+"""Flask: what ``FastImageCache.init_app(app, **options)`` does, and the ``fic_url`` Jinja
+global.
 
 ::
 
-    from fic_middleware.flask_ext import init_app
+    from fic_middleware import FastImageCache
 
     app = Flask(__name__)
     app.config["FIC_CACHE_DIR"] = "/var/cache/fic"
-    init_app(app, origins={"cdn": "https://images.example.com/media"})
+    FastImageCache.init_app(app, origins={"cdn": "https://images.example.com/media"})
 
 .. code-block:: jinja
 
@@ -27,23 +28,24 @@ from typing import TYPE_CHECKING, Any
 
 from .config import OPTION_BY_NAME, file_options
 from .errors import ConfigError
-from .middleware import FastImageCache
 from .urlbuilder import UrlBuilder
 
 if TYPE_CHECKING:
     from flask import Flask
 
+    from .middleware import FastImageCache
+
 EXTENSION = "fic_middleware"
 CONFIG_PREFIX = "FIC_"
 
 
-def init_app(app: Flask, **options: Any) -> FastImageCache:
-    """Wrap ``app.wsgi_app`` in a :class:`FastImageCache` and add ``fic_url`` to Jinja."""
+def install(app: Flask, fic: FastImageCache) -> None:
+    """Put ``fic`` in front of ``app.wsgi_app`` and add ``fic_url`` to Jinja (the middleware
+    module calls this; this module never imports it, so the two have no import cycle)."""
     from flask import has_request_context, request
 
     if EXTENSION in app.extensions:
         raise RuntimeError(f"fic_middleware: init_app() already ran for {app.name!r}")
-    fic = FastImageCache(app.wsgi_app, **{**_from_app_config(app), **options})
     app.wsgi_app = fic  # type: ignore[method-assign]
     app.extensions[EXTENSION] = fic
     urls = UrlBuilder(fic.config)
@@ -53,10 +55,9 @@ def init_app(app: Flask, **options: Any) -> FastImageCache:
         return request.script_root + path if has_request_context() else path
 
     app.add_template_global(fic_url, "fic_url")
-    return fic
 
 
-def _from_app_config(app: Flask) -> dict[str, Any]:
+def app_options(app: Flask) -> dict[str, Any]:
     """``FIC_<NAME>`` keys of ``app.config``: a file's worth of options, below the environment."""
     found = {}
     for key, value in app.config.items():

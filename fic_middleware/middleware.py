@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import responses
 from .admin import Admin
@@ -157,6 +157,19 @@ class FastImageCache:
     def _error(self, response: responses.Response) -> responses.Response:
         self._stats.error(response.code)
         return response
+
+    @classmethod
+    def init_app(cls, app: Any, **options: Unpack[Options]) -> FastImageCache:
+        """Flask: wrap ``app.wsgi_app`` and add the ``fic_url`` Jinja global; options from
+        the keyword arguments, ``FIC_*`` variables, then ``FIC_<NAME>`` keys of
+        ``app.config`` (:mod:`fic_middleware.flask_ext`). Flask is imported only here."""
+        from .flask_ext import EXTENSION, app_options, install
+
+        if EXTENSION in app.extensions:  # before building a second cache over the same files
+            raise RuntimeError(f"fic_middleware: init_app() already ran for {app.name!r}")
+        fic = cls(app.wsgi_app, **{**app_options(app), **options})
+        install(app, fic)
+        return fic
 
     def _client(self, environ: WSGIEnvironment) -> str:
         return client_address(environ.get("REMOTE_ADDR", ""),

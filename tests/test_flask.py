@@ -1,4 +1,4 @@
-"""Flask: ``fic_middleware.flask_ext.init_app`` and the ``fic_url`` Jinja global, through
+"""Flask: ``FastImageCache.init_app`` and the ``fic_url`` Jinja global, through
 Flask's test client against the real origin."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import pytest
 from flask import Flask, render_template_string, request
 
 from fic_middleware import ConfigError, FastImageCache, sign_url
-from fic_middleware.flask_ext import init_app
 
 from .conftest import Origin
 from .images import png
@@ -41,7 +40,7 @@ def make_app(tmp_path: Path, origin: Origin) -> Iterator[Any]:
         options.setdefault("cache_dir", str(tmp_path / "cache"))
         options.setdefault("origins", {"t": origin.base})
         options.setdefault("allowed_networks", ["127.0.0.1/32"])
-        made.append(init_app(app, **options))
+        made.append(FastImageCache.init_app(app, **options))
         return app
 
     yield make
@@ -111,7 +110,7 @@ def test_options_from_app_config(tmp_path: Path, origin: Origin) -> None:
     app.config.update(FIC_CACHE_DIR=str(tmp_path / "cache"), FIC_ORIGINS=f"t={origin.base}",
                       FIC_MAX_BYTES="64MiB", FIC_ALLOWED_NETWORKS="127.0.0.1/32",
                       SECRET_KEY="not ours")
-    fic = init_app(app, max_bytes="32MiB")
+    fic = FastImageCache.init_app(app, max_bytes="32MiB")
     try:
         assert fic.config.origins == {"t": origin.base}
         assert fic.config.max_bytes == 32 << 20  # keyword arguments beat app.config
@@ -124,7 +123,7 @@ def test_environment_beats_app_config(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("FIC_MAX_BYTES", "16MiB")
     app = Flask(__name__)
     app.config.update(FIC_BACKEND="memory", FIC_MAX_BYTES="64MiB")
-    fic = init_app(app)
+    fic = FastImageCache.init_app(app)
     try:
         assert (fic.config.backend, fic.config.max_bytes) == ("memory", 16 << 20)
     finally:
@@ -144,14 +143,14 @@ def test_bad_option_fails_init_app_and_names_it(config: dict[str, Any], options:
     app = Flask(__name__)
     app.config.update(FIC_BACKEND="memory", **config)
     with pytest.raises(ConfigError, match=message):
-        init_app(app, **options)
+        FastImageCache.init_app(app, **options)
     assert "fic_middleware" not in app.extensions
 
 
 def test_init_app_twice_is_refused(make_app: Any) -> None:
     app = make_app()
     with pytest.raises(RuntimeError, match="already"):
-        init_app(app, backend="memory")
+        FastImageCache.init_app(app, backend="memory")
 
 
 def test_importing_the_module_does_not_import_flask() -> None:
