@@ -9,6 +9,7 @@ connect target changes. urllib3's seam for this is the pool's ``ConnectionCls``.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import threading
 import time
@@ -25,6 +26,8 @@ from . import forks
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Sequence[str]]
+
+log = logging.getLogger("fic_middleware")
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
@@ -59,7 +62,7 @@ class _Watchdog:
             self._watches[token] = (at, cut)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="fic-deadlines",
-                                                daemon=True)
+                                                args=(self._cond, self._watches), daemon=True)
                 self._thread.start()
             self._cond.notify()
         return token
@@ -68,16 +71,22 @@ class _Watchdog:
         with self._cond:
             self._watches.pop(token, None)
 
-    def _run(self) -> None:
-        with self._cond:
+    @staticmethod
+    def _run(cond: threading.Condition,
+             watches: dict[object, tuple[float, Callable[[], None]]]) -> None:
+        # Its own condition and table: after_fork() replaces them (the child's thread is new).
+        with cond:
             while True:
                 now = time.monotonic()
-                for token, (at, cut) in list(self._watches.items()):
+                for token, (at, cut) in list(watches.items()):
                     if at <= now:
-                        del self._watches[token]
-                        cut()
-                soonest = min((at for at, _ in self._watches.values()), default=None)
-                self._cond.wait(None if soonest is None else soonest - now)
+                        del watches[token]
+                        try:
+                            cut()
+                        except Exception:  # the thread must outlive any one connection
+                            log.exception("cutting a fetch at its deadline failed")
+                soonest = min((at for at, _ in watches.values()), default=None)
+                cond.wait(None if soonest is None else soonest - now)
 
 
 _watchdog = _Watchdog()

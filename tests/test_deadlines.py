@@ -49,3 +49,16 @@ def test_a_forked_worker_has_its_own_watchdog() -> None:
 
     assert in_child(in_the_child) is True
     assert not cut.is_set()
+
+
+def test_the_watchdog_outlives_an_after_fork_in_its_own_process() -> None:
+    """forks.check() runs after_fork() in a process forked without Python's hooks (uWSGI
+    without py-call-osafterfork): a watchdog thread that was already running keeps its own
+    table and lock, and the new one starts on the next fetch."""
+    before = threading.Event()
+    netguard._watchdog.watch(time.monotonic() + 0.1, before.set)
+    netguard._watchdog.after_fork()
+    after = threading.Event()
+    netguard._watchdog.watch(time.monotonic() + 0.05, after.set)
+    assert before.wait(5) and after.wait(5)
+    time.sleep(0.1)  # the old thread goes back to waiting, on its own lock
