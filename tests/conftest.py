@@ -246,6 +246,19 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
+REDIS_KEY = "test-redis-key"
+
+
+@pytest.fixture
+def hosts(make_mw: Any, tmp_path: Any, redis_server: RedisServer) -> Any:
+    """Middlewares standing for separate hosts: own cache dirs, one Redis."""
+    def make(name: str, **options: Any) -> FastImageCache:
+        mw: FastImageCache = make_mw(cache_dir=str(tmp_path / name), redis_url=redis_server.url,
+                                     redis_key=REDIS_KEY, **options)
+        return mw
+    return make
+
+
 @pytest.fixture(scope="session")
 def origin_server() -> Iterator[Origin]:
     origin = Origin()

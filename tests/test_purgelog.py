@@ -19,7 +19,6 @@ from fic_middleware.purgelog import PurgeLog
 from .conftest import Origin
 from .servers import RedisServer, free_port
 
-REDIS_KEY = "test-redis-key"
 KEY1, KEY2, KEY3 = b"1" * 16, b"2" * 16, b"3" * 16
 
 
@@ -177,14 +176,6 @@ def test_redis_down_is_counted_not_raised(tmp_path: Path) -> None:
 
 
 # --- through the middleware: two hosts in one process, the Python API --------------------
-
-@pytest.fixture
-def hosts(make_mw: Any, tmp_path: Path, redis_server: RedisServer) -> Any:
-    def make(name: str, **options: Any) -> FastImageCache:
-        return make_mw(cache_dir=str(tmp_path / name), redis_url=redis_server.url,
-                       redis_key=REDIS_KEY, **options)
-    return make
-
 
 def status(app: FastImageCache, path: str) -> str:
     return str(webtest.TestApp(app).get(path).headers["Cache-Status"])

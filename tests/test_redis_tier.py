@@ -11,23 +11,13 @@ import pytest
 import redis
 import webtest
 
-from fic_middleware import ConfigError, FastImageCache
+from fic_middleware import ConfigError
 from fic_middleware.record import Entry, encode, strong_etag
 
-from .conftest import Origin
+from .conftest import REDIS_KEY, Origin
 from .images import png
 from .servers import RedisServer
 
-REDIS_KEY = "test-redis-key"
-
-
-@pytest.fixture
-def hosts(make_mw: Any, tmp_path: Path, redis_server: RedisServer) -> Any:
-    """Middlewares standing for separate hosts: own cache dirs, one Redis."""
-    def make(name: str, **options: Any) -> FastImageCache:
-        return make_mw(cache_dir=str(tmp_path / name), redis_url=redis_server.url,
-                       redis_key=REDIS_KEY, **options)
-    return make
 
 
 def test_second_host_is_served_from_redis(hosts: Any, origin: Origin) -> None:
