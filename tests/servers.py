@@ -3,6 +3,7 @@ dead origins (one that never answers, one that never accepts)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import signal
@@ -59,8 +60,10 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 30) ->
 @contextmanager
 def running(command: Sequence[str], base: str, env: dict[str, str]) -> Iterator[str]:
     """Run a server ``command`` until ``base`` answers; yield ``base``; stop it on exit."""
+    # A session of its own: what the server forks (workers, a shell's child) goes with it.
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     try:
         wait_for(f"{base}/", process)
         yield base
@@ -71,6 +74,8 @@ def running(command: Sequence[str], base: str, env: dict[str, str]) -> Iterator[
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        with contextlib.suppress(ProcessLookupError):  # workers the master left behind
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @contextmanager
