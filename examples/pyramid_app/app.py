@@ -10,11 +10,10 @@ adds ``request.fic_url()``. Configured only from the environment (see
 
 from __future__ import annotations
 
-import json
 import runpy
-from html import escape
 from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader
 from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
@@ -24,59 +23,21 @@ IMAGE_NAMES: tuple[str, ...] = runpy.run_path(
     str(Path(__file__).resolve().parents[1] / "origin.py"))["IMAGE_NAMES"]
 TITLE = "fic_middleware + Pyramid"
 
-# The same page as examples/flask_app/templates/index.html, without a template engine.
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-<style>
-  body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; }}
-  .grid {{ display: grid; gap: 1rem;
-          grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)); }}
-  figure {{ margin: 0; }}
-  img {{ display: block; width: 100%; height: auto; border-radius: 6px; }}
-  figcaption {{ font-size: .85rem; color: #555; }}
-  code {{ color: #063; }}
-</style>
-<script>
-  // HEAD each image before the <img> tags exist, so the labels show what the first request
-  // got: "fic; fwd=miss; stored" on a cold cache, "fic; hit" after a reload.
-  const statuses = Object.fromEntries({urls}.map(url => [url,
-    fetch(url, {{method: "HEAD", cache: "no-store"}})
-      .then(r => r.headers.get("Cache-Status") || `HTTP ${{r.status}}`, () => "failed")]));
-  addEventListener("DOMContentLoaded", () => {{
-    for (const img of document.querySelectorAll("img")) {{
-      const label = img.nextElementSibling.querySelector("code");
-      statuses[img.getAttribute("src")].then(status => {{ label.textContent = status; }});
-    }}
-  }});
-</script>
-</head>
-<body>
-<h1>{title}</h1>
-<p>Each image is fetched once from the origin and stored in a local LMDB cache shared by all
-gunicorn workers: reload the page and every label turns to <code>fic; hit</code>.</p>
-<div class="grid">
-{figures}
-</div>
-</body>
-</html>
-"""
-FIGURE = """  <figure>
-    <img src="{url}" alt="{name}" width="160" height="120">
-    <figcaption>{name}: <code>…</code></figcaption>
-  </figure>"""
+# The Flask example's page: one template, so the two demos cannot drift apart.
+TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).resolve().parents[1]
+                                                / "flask_app" / "templates"),
+                        autoescape=True)
 
 
 def index(request: Request) -> Response:
+    fic = request.registry["fic_middleware"]
+    prefix = fic.config.prefix
     urls = {name: request.fic_url(f"{name}.png", origin="demo") for name in IMAGE_NAMES}
-    figures = "\n".join(FIGURE.format(url=escape(url), name=escape(name))
-                        for name, url in urls.items())
-    # "</" inside a <script> would end it early; JSON allows escaping the slash.
-    script_urls = json.dumps(list(urls.values())).replace("</", "<\\/")
-    return Response(PAGE.format(title=escape(TITLE), urls=script_urls, figures=figures),
-                    content_type="text/html", charset="utf-8")
+    # The dashboard exists only with an admin token (FIC_ADMIN_TOKEN; scripts/demo sets one).
+    admin_url = f"{request.script_name}{prefix}/_admin/" if fic.config.admin_token else None
+    page = TEMPLATES.get_template("index.html").render(
+        title=TITLE, urls=urls, prefix=prefix, admin_url=admin_url)
+    return Response(page, content_type="text/html", charset="utf-8")
 
 
 with Configurator() as config:
