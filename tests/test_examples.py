@@ -298,7 +298,7 @@ def test_dockerfile_serves_as_a_non_root_user_with_the_cache_on_a_volume(
     context = tmp_path / "context"
     shutil.copytree(ROOT / "fic_middleware", context / "fic_middleware",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, context / name)
     build = podman("build", "--network", "host", *LIMITS, *HOST_TRUST, "-f",
                    str(ROOT / "examples" / "Dockerfile"), "-t", IMAGE, str(context), timeout=1200)
