@@ -32,6 +32,7 @@ import struct
 import threading
 import weakref
 from collections.abc import Callable
+from typing import TypeVar
 
 from . import forks
 
@@ -179,26 +180,27 @@ def _close(fd: int, mapped: mmap.mmap) -> None:
 _tables: weakref.WeakValueDictionary[str, BucketTable] = weakref.WeakValueDictionary()
 _slot_files: weakref.WeakValueDictionary[str, SlotFile] = weakref.WeakValueDictionary()
 _open_lock = threading.Lock()
+_F = TypeVar("_F", BucketTable, SlotFile)
 
 
 def bucket_table(path: str) -> BucketTable:
     """This process's table at ``path``."""
-    path = os.path.realpath(path)
-    with _open_lock:
-        table = _tables.get(path)
-        if table is None:
-            table = _tables[path] = BucketTable(path)
-        return table
+    return _opened(_tables, BucketTable, path)
 
 
 def slot_file(path: str) -> SlotFile:
     """This process's slot file at ``path``."""
+    return _opened(_slot_files, SlotFile, path)
+
+
+def _opened(registry: weakref.WeakValueDictionary[str, _F], make: Callable[[str], _F],
+            path: str) -> _F:
     path = os.path.realpath(path)
     with _open_lock:
-        slots = _slot_files.get(path)
-        if slots is None:
-            slots = _slot_files[path] = SlotFile(path)
-        return slots
+        found = registry.get(path)
+        if found is None:
+            found = registry[path] = make(path)
+        return found
 
 
 
