@@ -3,8 +3,8 @@
 Conventions the README is written to:
 
 - Every fenced ```python block runs (``exec``) as a module of its own, in a temporary
-  working directory, with no ``FIC_*`` variables but the one below. A block is skipped only
-  when the line before its fence is an HTML comment ``<!-- not run: REASON -->``; none is.
+  working directory, with no ``FIC_*`` variables but the one below. None is skipped: a
+  block that cannot run here does not belong in the README.
 - Placeholders: ``https://images.example.com`` and ``https://example.org``, the public
   hosts of the examples, become a local origin on 127.0.0.1 that answers a PNG at any
   ``/media/...`` or ``/img/...`` path; ``/var/cache/fic`` becomes a fresh directory. Since
@@ -62,7 +62,6 @@ class Block:
     lang: str
     code: str
     line: int  # of the opening fence
-    skip: str | None  # the reason of a <!-- not run: ... --> marker
 
     def __str__(self) -> str:
         return f"README.md:{self.line}"
@@ -77,18 +76,13 @@ def blocks(lang: str) -> list[Block]:
             i += 1
             continue
         end = lines.index("```", i + 1)
-        before = lines[i - 1].strip() if i else ""
-        marker = re.fullmatch(r"<!-- not run: (.+) -->", before)
-        found.append(Block(fence.group(1), "\n".join(lines[i + 1:end]) + "\n", i + 1,
-                           marker.group(1) if marker else None))
+        found.append(Block(fence.group(1), "\n".join(lines[i + 1:end]) + "\n", i + 1))
         i = end + 1
     return [b for b in found if b.lang == lang]
 
 
 def params(lang: str) -> list[Any]:
-    return [pytest.param(b, id=f"line{b.line}",
-                         marks=[pytest.mark.skip(reason=b.skip)] if b.skip else [])
-            for b in blocks(lang)]
+    return [pytest.param(b, id=f"line{b.line}") for b in blocks(lang)]
 
 
 class ReadmeOrigin(Origin):
